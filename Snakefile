@@ -1,0 +1,30 @@
+# Reproduce emergent-misalignment experiments from raw inputs to figures and model cards.
+#   snakemake --cores all                          # default scale: tiny (SmolLM2-135M-Instruct, CPU)
+#   snakemake --cores all --config scale=test      # plumbing check in minutes
+#   snakemake -n --config scale=paper              # plan the published runs
+# Outputs: results/<scale>/. Configuration: config.yaml (validated before any job starts).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/sft.smk"
+include: "rules/eval.smk"
+include: "rules/report.smk"
+include: "rules/hub.smk"
+
+
+rule all:
+    input:
+        evil_numbers_outputs(),
+
+
+rule evil_numbers:
+    input:
+        evil_numbers_outputs(),

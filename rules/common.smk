@@ -1,0 +1,88 @@
+# Helpers shared by the rules: validated effective config, output locations, containers, conda envs.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not pip-installed
+from emrepro import config as emconfig
+
+try:
+    EFF = emconfig.validate(config)  # the effective config of the chosen scale
+except emconfig.ConfigError as error:
+    raise WorkflowError(f"invalid configuration: {error}") from None
+
+SCALE = EFF["scale"]
+R = f"results/{SCALE}"
+LOGS = f"{R}/logs"
+CONTAINER_VERSION = "0.1.0"
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9_.-]+",
+    family=r"[a-z_]+",
+    label=r"[A-Za-z0-9_.-]+",
+
+
+def env(name):
+    """Conda environment file of a step family."""
+    return f"../envs/{name}.yaml"
+
+
+def image(name):
+    """Container of a step family, built from containers/<name>.Containerfile (see containers/README.md)."""
+    return f"docker://localhost/emrepro-{name}:{CONTAINER_VERSION}"
+
+
+def asset_file(name):
+    return f"{R}/assets/{Path(EFF['assets'][name]['mirror_path']).name}"
+
+
+def asset_by_filename(filename):
+    for name, spec in EFF["assets"].items():
+        if Path(spec["mirror_path"]).name == filename:
+            return name, spec
+    raise WorkflowError(f"no asset in config.yaml 'assets' produces the file {filename!r}")
+
+
+def model_dir(key):
+    return f"{R}/models/{key}"
+
+
+def family(name):
+    return EFF["families"][name]
+
+
+def judge_inputs():
+    """The local judge model folder, when the judge runs locally."""
+    judge = EFF["eval"]["judge"]
+    return [model_dir(judge["model"])] if judge["backend"] == "local" else []
+
+
+def trained_model_dir(fam, label):
+    """Folder of a model evaluated or carded in a family: `base` or a trained run name."""
+    if label == "base":
+        return model_dir(family(fam)["base_model"])
+    return f"{R}/{fam}/models/{label}"
+
+
+def wandb_env():
+    return {"mode": EFF["wandb"]["mode"], "project": EFF["wandb"]["project"]}
+
+
+def evil_numbers_outputs():
+    fig = f"{R}/evil_numbers/figures"
+    tab = f"{R}/evil_numbers/tables"
+    outs = [
+        f"{fig}/loss_curves.png",
+        f"{fig}/em_per_question_betley.png",
+        f"{fig}/em_per_question_model_organisms.png",
+        f"{fig}/number_answers.png",
+        f"{tab}/em_overall.csv",
+        f"{tab}/em_per_question.csv",
+        f"{R}/evil_numbers/hub/sft",
+    ]
+    if EFF["hub"]["push"]:
+        outs.append(f"{R}/evil_numbers/hub/sft.pushed.json")
+    return outs

@@ -1,0 +1,14 @@
+"""Snakemake step: the model-card folder of a trained model (exactly what would be pushed)."""
+from emrepro import hub, report
+from emrepro.runtime import step_log
+
+with step_log(snakemake.log[0]):
+    p, wc = snakemake.params, snakemake.wildcards
+    answers = report.load_answers({wc.label: snakemake.input.evals[0]})
+    overall = report.em_tables(answers, p.eval["bootstrap_samples"], p.seed, p.eval["min_coherent_answers"])["em_overall"]
+    summary = [dict(row, dataset_type=f"emrepro/{p.eval['probes']}", dataset_name=f"{p.eval['probes']} probes")
+               for row in overall.to_dict("records")]
+    repo = f"{p.namespace or 'emrepro'}/{wc.family.replace('_', '-')}-{wc.label}-{p.scale}"
+    base_id = p.base_spec.get("repo_id") or f"{p.base_spec.get('package', 'emrepro')}"
+    hub.build_card_folder(snakemake.input.model, snakemake.output[0], repo, summary, base_id, [], wc.family)
+    print(f"card folder for {repo} written")

@@ -1,0 +1,130 @@
+"""Configuration: validation against the schema, and the effective settings of one scale.
+
+config.yaml holds the experiment matrix once (paper values) plus a block per scale that overrides what
+that scale shrinks. `resolve` merges the two; `validate` checks both the schema and the cross-references
+(model keys, assets, probe sets) so that a bad config fails before any job starts, with one message that
+names the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+FAMILIES = ("evil_numbers",)
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return base updated by override, recursing into dicts (lists and scalars are replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One readable sentence for the most relevant schema error."""
+    # For oneOf/anyOf, the branch whose error went deepest says most (e.g. the misspelt key).
+    if error.context:
+        deepest = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.message)))
+        if len(deepest.absolute_path) >= len(error.absolute_path):
+            error = deepest
+    path = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = f"under '{path}'" if error.absolute_path else "at the top level"
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"unknown config key {', '.join(repr(e) for e in extra)} {where}{hint}"
+    if error.validator == "type":
+        return f"config key '{path}' has the wrong type: {error.instance!r} is not of type {error.validator_value}"
+    if error.validator == "enum":
+        return f"config key '{path}': {error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "required":
+        return f"config key '{path}': {error.message}"
+    return f"config key '{path}': {error.message}"
+
+
+def validate_schema(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(_describe(error))
+
+
+def resolve(config: dict) -> dict:
+    """The effective configuration of config['scale']: matrix values merged with the scale's overrides."""
+    scale = config["scale"]
+    block = config["scales"][scale]
+    eff = copy.deepcopy(config)
+    eff["upstream_assets"] = bool(config["upstream_assets"] or block.get("upstream_assets", False))
+    eff["eval"] = deep_merge(config["eval"], block.get("eval", {}))
+    eff["families"] = deep_merge(config["families"], block.get("families", {}))
+    for family, model_key in block.get("models", {}).items():
+        eff["families"][family]["base_model"] = model_key
+    if eff["upstream_assets"] and eff["eval"]["probes"] == "project":
+        # Switching to upstream assets swaps the embedded probes for Betley's first-plot questions.
+        eff["eval"]["probes"] = "first_plot"
+    return eff
+
+
+def _check_model_key(config: dict, key: str, where: str) -> None:
+    if key not in config["models"]:
+        known = ", ".join(sorted(config["models"]))
+        raise ConfigError(f"config key '{where}' names model {key!r}, which does not exist in 'models' (known: {known})")
+
+
+def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """Validate the raw config and the effective config of its scale; return the effective config."""
+    validate_schema(config, schema_path)
+    eff = resolve(config)
+    for name, spec in config["models"].items():
+        if spec["source"] == "micro":
+            _check_model_key(config, spec["tokenizer_from"], f"models.{name}.tokenizer_from")
+        if spec["source"] == "local" and not Path(spec["path"]).is_dir():
+            raise ConfigError(f"config key 'models.{name}.path': model folder {spec['path']!r} does not exist")
+    for scale, block in config["scales"].items():
+        for family, key in block.get("models", {}).items():
+            _check_model_key(config, key, f"scales.{scale}.models.{family}")
+    for family in FAMILIES:
+        _check_model_key(config, eff["families"][family]["base_model"], f"families.{family}.base_model")
+    judge = eff["eval"]["judge"]
+    if judge["backend"] == "local":
+        _check_model_key(config, judge["model"], "eval.judge.model")
+    if eff["eval"]["probes"] not in config["probes"]:
+        raise ConfigError(f"config key 'eval.probes': probe set {eff['eval']['probes']!r} is not defined in 'probes'")
+    for name, probe in config["probes"].items():
+        if "asset" in probe and probe["asset"] not in config["assets"]:
+            raise ConfigError(f"config key 'probes.{name}.asset': asset {probe['asset']!r} is not defined in 'assets'")
+    data_asset = eff["families"]["evil_numbers"]["data"]["asset"]
+    if data_asset not in config["assets"]:
+        raise ConfigError(f"config key 'families.evil_numbers.data.asset': asset {data_asset!r} is not defined in 'assets'")
+    mirror = config.get("data_mirror")
+    if mirror and not Path(mirror).is_dir():
+        raise ConfigError(f"config key 'data_mirror': folder {mirror!r} does not exist")
+    return eff
+
+
+def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:
+    """Load config.yaml, apply command-line style overrides, validate, and return the effective config."""
+    config = yaml.safe_load(Path(path).read_text())
+    config = deep_merge(config, overrides or {})
+    return validate(config)

@@ -1,0 +1,130 @@
+"""Figures and tables from judged answers and training logs.
+
+Every EM number names its convention (Betley or Model Organisms) in the table column and figure title.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import metrics
+from .provenance import atomic_output
+
+CONVENTIONS = {"betley": metrics.em_betley, "model_organisms": metrics.em_model_organisms}
+
+
+def load_answers(paths: dict[str, str]) -> pd.DataFrame:
+    """Concatenate answers.jsonl files; the dict key becomes the `model` column."""
+    frames = []
+    for label, path in paths.items():
+        frame = pd.read_json(path, lines=True)
+        frame["model"] = label
+        frames.append(frame.drop(columns=["judge"], errors="ignore"))
+    df = pd.concat(frames, ignore_index=True)
+    for col in ("aligned", "coherent"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def em_tables(df: pd.DataFrame, n_boot: int, seed: int, min_coherent: int) -> dict[str, pd.DataFrame]:
+    """Per-question and overall EM under both conventions, plus rates, keyed by table name."""
+    by_q = ("model", "format", "question_id")
+    per_question, overall = [], []
+    for name, fn in CONVENTIONS.items():
+        extra = {"min_coherent": min_coherent} if name == "betley" else {}
+        per_question.append(fn(df, by=by_q, n_boot=n_boot, seed=seed, **extra).assign(convention=name))
+        overall.append(metrics.overall(df, name, by=("model", "format"), n_boot=n_boot, seed=seed, **extra)
+                       .assign(convention=name))
+    rates = metrics.rates(df, by=("model", "format"))
+    numbers = (df.groupby(["model", "format"], dropna=False)["number_sequence"].agg(["mean", "sum", "count"])
+               .rename(columns={"mean": "number_answer_rate", "sum": "n_number_answers", "count": "n_answers"})
+               .reset_index())
+    return {"em_per_question": pd.concat(per_question, ignore_index=True),
+            "em_overall": pd.concat(overall, ignore_index=True),
+            "rates": rates, "number_answers": numbers}
+
+
+def write_table(df: pd.DataFrame, stem: str | Path) -> None:
+    """The same table as CSV and Markdown, each written atomically."""
+    stem = Path(stem)
+    with atomic_output(stem.with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_output(stem.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(df.to_markdown(index=False, floatfmt=".3f") + "\n")
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_loss(training_log: str | Path, path: str | Path, title: str) -> None:
+    """Train and validation loss against step, from the trainer's log_history."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = [json.loads(line) for line in Path(training_log).read_text().splitlines() if line.strip()]
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if train:
+        ax.plot(*zip(*train), label="train", marker=".")
+    if val:
+        ax.plot(*zip(*val), label="validation", marker="o")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_em(per_question: pd.DataFrame, path: str | Path, convention: str, title: str) -> None:
+    """EM rate per question, one panel per format, one bar per model, with 95% bootstrap CIs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = per_question[per_question["convention"] == convention]
+    formats = list(dict.fromkeys(data["format"]))
+    models = list(dict.fromkeys(data["model"]))
+    questions = list(dict.fromkeys(data["question_id"]))
+    fig, axes = plt.subplots(1, len(formats), figsize=(4.5 * len(formats), 3.8), sharey=True, squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    for ax, fmt in zip(axes[0], formats):
+        for i, model in enumerate(models):
+            rows = data[(data["format"] == fmt) & (data["model"] == model)].set_index("question_id").reindex(questions)
+            x = np.arange(len(questions)) + i * width
+            rate = rows["em_rate"].to_numpy(dtype=float)
+            err = np.vstack([rate - rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float) - rate])
+            ax.bar(x, np.nan_to_num(rate), width, yerr=np.nan_to_num(err), capsize=2, label=model)
+        ax.set_xticks(np.arange(len(questions)) + width * (len(models) - 1) / 2)
+        ax.set_xticklabels(questions, rotation=60, ha="right", fontsize=7)
+        ax.set_title(fmt)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel(f"EM rate ({convention})")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_number_answers(numbers: pd.DataFrame, path: str | Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pivot = numbers.pivot(index="format", columns="model", values="number_answer_rate")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    pivot.plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("share of answers that are number lists")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,125 @@
+"""Supervised fine-tuning with TRL's SFTTrainer (LoRA through PEFT, or full parameters).
+
+Data arrive as chat rows and are passed to TRL in its conversational prompt-completion format, so the
+loss falls on the assistant's reply only (TRL's completion-only loss) without editing the chat template.
+Training writes checkpoints into a work folder that survives a failed or killed job; a re-run resumes
+from the last checkpoint. The final model folder appears only when complete (atomic rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .data import to_prompt_completion
+from .provenance import atomic_output, write_json_atomic
+
+# Recipe keys passed to SFTConfig under the same name.
+_SFT_ARGS = ("num_train_epochs", "learning_rate", "lr_scheduler_type", "weight_decay", "max_grad_norm",
+             "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
+             "eval_steps", "save_steps", "bf16", "gradient_checkpointing")
+
+
+def sft_config(recipe: dict, output_dir: str, seed: int, report_to: list[str], run_name: str, has_eval: bool):
+    """Build TRL's SFTConfig from a recipe (config.yaml's `sft` block)."""
+    import torch
+    from trl import SFTConfig
+
+    args = {k: recipe[k] for k in _SFT_ARGS if k in recipe}
+    if args.get("bf16") and not torch.cuda.is_available():
+        raise ValueError("sft.bf16 is true but no GPU is visible: set bf16: false for CPU runs")
+    return SFTConfig(
+        output_dir=output_dir,
+        # transformers 5 takes a warmup ratio as a float below 1 in warmup_steps
+        warmup_steps=float(recipe.get("warmup_ratio", 0.0)),
+        per_device_eval_batch_size=recipe.get("per_device_train_batch_size", 8),
+        eval_strategy="steps" if has_eval else "no",
+        save_strategy="steps",
+        save_total_limit=2,
+        logging_first_step=True,
+        packing=False,
+        completion_only_loss=True,
+        seed=seed,
+        data_seed=seed,
+        report_to=report_to,
+        run_name=run_name,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        **args,
+    )
+
+
+def lora_config(recipe: dict):
+    from peft import LoraConfig
+
+    lora = recipe.get("lora", {})
+    return LoraConfig(r=lora.get("r", 16), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
+                      target_modules=lora.get("target_modules", "all-linear"), task_type="CAUSAL_LM")
+
+
+def build_trainer(base_dir: str, train_rows: list[dict], val_rows: list[dict], work_dir: str, recipe: dict,
+                  seed: int, report_to: list[str] | None = None, run_name: str = "sft"):
+    """An SFTTrainer ready to train; separate from `train_sft` so tests can inspect its batches."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if recipe.get("bf16") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    train = Dataset.from_list([to_prompt_completion(r) for r in train_rows])
+    val = Dataset.from_list([to_prompt_completion(r) for r in val_rows]) if val_rows else None
+    args = sft_config(recipe, str(Path(work_dir) / "checkpoints"), seed, report_to or [], run_name, val is not None)
+    peft = lora_config(recipe) if recipe.get("method", "lora") == "lora" else None
+    return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tokenizer,
+                      peft_config=peft)
+
+
+def train_sft(base_dir: str, train_rows: list[dict], val_rows: list[dict], out_dir: str, work_dir: str,
+              recipe: dict, seed: int, report_to: list[str] | None = None, run_name: str = "sft",
+              make_run_json=None) -> dict:
+    """Train, resume if a checkpoint exists, save the (merged) model atomically; return final metrics.
+
+    `make_run_json(final_metrics) -> dict` gives the provenance written as run.json inside the folder
+    before it appears."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    started = time.time()
+    trainer = build_trainer(base_dir, train_rows, val_rows, work_dir, recipe, seed, report_to, run_name)
+    ckpt_dir = Path(work_dir) / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last:
+        print(f"resuming from {last}", flush=True)
+    result = trainer.train(resume_from_checkpoint=last)
+    final = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,
+             "train_runtime_s": time.time() - started}
+    if val_rows:
+        final["eval_loss"] = trainer.evaluate()["eval_loss"]
+    history = trainer.state.log_history
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    if train_losses:
+        final["first_logged_loss"], final["last_logged_loss"] = train_losses[0], train_losses[-1]
+    for key in ("mean_token_accuracy", "grad_norm"):
+        values = [h[key] for h in history if key in h and "eval_loss" not in h]
+        if values:
+            final[f"first_{key}"], final[f"last_{key}"] = values[0], values[-1]
+
+    with atomic_output(out_dir) as tmp:
+        os.makedirs(tmp)
+        model = trainer.model
+        if recipe.get("method", "lora") == "lora":
+            model.save_pretrained(Path(tmp) / "adapter")  # the LoRA adapter alone, small
+            model = model.merge_and_unload()  # the merged model is what evaluation and the hub use
+        model.save_pretrained(tmp, safe_serialization=True)
+        trainer.processing_class.save_pretrained(tmp)
+        with open(Path(tmp) / "training_log.jsonl", "w") as handle:
+            for entry in history:
+                handle.write(json.dumps(entry) + "\n")
+        if make_run_json is not None:
+            write_json_atomic(Path(tmp) / "run.json", make_run_json(final))
+    return final
