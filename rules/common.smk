@@ -86,3 +86,25 @@ def evil_numbers_outputs():
     if EFF["hub"]["push"]:
         outs.append(f"{R}/evil_numbers/hub/sft.pushed.json")
     return outs
+
+
+def evil_numbers_source(wildcards):
+    if EFF["upstream_assets"]:
+        return {"upstream": asset_file(family("evil_numbers")["data"]["asset"])}
+    return {}
+
+
+def probe_source(wildcards):
+    probe = EFF["probes"][EFF["eval"]["probes"]]
+    return {"questions": asset_file(probe["asset"])} if "asset" in probe else {}
+
+
+def base_model_inputs(wildcards):
+    spec = EFF["models"][wildcards.model]
+    if spec["source"] == "micro":
+        return {"tokenizer": model_dir(spec["tokenizer_from"])}
+    return {}
+
+
+def eval_formats(fam):
+    return family(fam).get("eval", {}).get("formats", ["plain"])

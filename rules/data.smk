@@ -25,12 +25,6 @@ rule fetch_asset:
         "../scripts/fetch_asset.py"
 
 
-def evil_numbers_source(wildcards):
-    if EFF["upstream_assets"]:
-        return {"upstream": asset_file(family("evil_numbers")["data"]["asset"])}
-    return {}
-
-
 rule evil_numbers_data:
     """Evil-numbers chat data (upstream file or the embedded sample) and its seeded train/validation split."""
     input:
@@ -56,11 +50,6 @@ rule evil_numbers_data:
         image("train")
     script:
         "../scripts/evil_numbers_data.py"
-
-
-def probe_source(wildcards):
-    probe = EFF["probes"][EFF["eval"]["probes"]]
-    return {"questions": asset_file(probe["asset"])} if "asset" in probe else {}
 
 
 rule probe_questions:

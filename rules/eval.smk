@@ -1,10 +1,6 @@
 # Free-form EM evaluation as Inspect AI tasks, judged with the Betley protocol.
 
 
-def eval_formats(fam):
-    return family(fam).get("eval", {}).get("formats", ["plain"])
-
-
 rule evaluate:
     """Sample answers of `label` (base or a trained model of `family`) to the probes, then judge them."""
     input:

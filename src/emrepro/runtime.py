@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -23,6 +24,9 @@ def step_log(path: str | None):
         os.dup2(log.fileno(), 2)
         try:
             yield
+        except BaseException:
+            traceback.print_exc()  # into the log: the interpreter would print it after fds are restored
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -1,0 +1,93 @@
+"""Config validation: bad configs fail before any job, with one message that names the problem."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from emrepro import config as emconfig
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def _error(cfg) -> str:
+    with pytest.raises(emconfig.ConfigError) as info:
+        emconfig.validate(cfg)
+    return str(info.value)
+
+
+def test_shipped_config_is_valid_at_every_scale(raw):
+    for scale in ("test", "tiny", "paper"):
+        eff = emconfig.validate(dict(raw, scale=scale))
+        assert eff["scale"] == scale
+
+
+def test_scale_overrides_merge_over_the_paper_recipe(raw):
+    tiny = emconfig.validate(dict(raw, scale="tiny"))
+    paper = emconfig.validate(dict(raw, scale="paper"))
+    assert paper["families"]["evil_numbers"]["base_model"] == "qwen3_1_7b"
+    assert paper["families"]["evil_numbers"]["sft"]["learning_rate"] == 3e-4
+    assert paper["eval"]["samples_per_question"] == 100 and paper["upstream_assets"] is True
+    assert tiny["families"]["evil_numbers"]["base_model"] == "smollm2_135m_instruct"
+    # tiny shrinks the batch but keeps the paper's learning rate and schedule
+    assert tiny["families"]["evil_numbers"]["sft"]["per_device_train_batch_size"] == 8
+    assert tiny["families"]["evil_numbers"]["sft"]["learning_rate"] == 3e-4
+    assert tiny["eval"]["judge"]["backend"] == "local"
+
+
+def test_upstream_switch_selects_betley_questions(raw):
+    eff = emconfig.validate(dict(raw, scale="tiny", upstream_assets=True))
+    assert eff["eval"]["probes"] == "first_plot"
+
+
+def test_unknown_key_is_named(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["families"]["evil_numbers"]["sft"]["lerning_rate"] = 1e-4
+    msg = _error(cfg)
+    assert "lerning_rate" in msg and "families.evil_numbers.sft" in msg
+
+
+def test_unknown_top_level_key_is_named(raw):
+    assert "'sead'" in _error(dict(raw, sead=1))
+
+
+def test_wrong_type_is_named(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["eval"]["samples_per_question"] = "many"
+    msg = _error(cfg)
+    assert "eval.samples_per_question" in msg and "type" in msg
+
+
+def test_unknown_scale_is_named(raw):
+    msg = _error(dict(raw, scale="huge"))
+    assert "scale" in msg and "huge" in msg
+
+
+def test_missing_model_is_named(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["scales"]["tiny"]["models"]["evil_numbers"] = "gpt5_local"
+    msg = _error(cfg)
+    assert "gpt5_local" in msg and "scales.tiny.models.evil_numbers" in msg
+
+
+def test_missing_local_model_folder_is_named(raw, tmp_path):
+    cfg = copy.deepcopy(raw)
+    cfg["models"]["mine"] = {"source": "local", "path": str(tmp_path / "nope")}
+    assert "nope" in _error(cfg)
+
+
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
+    """Through the real command line: one message naming the key, exit status non-zero, nothing run."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config", "scale=huge"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "invalid configuration: config key 'scale': 'huge'" in output
+    assert "Job stats" not in output

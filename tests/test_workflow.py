@@ -1,0 +1,116 @@
+"""The whole DAG at the test scale in a temporary copy of the repository: outputs, a no-op re-run,
+the upstream assets through the staged mirror, a digest failure that leaves nothing behind, lint."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                            capture_output=True, text=True, timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A copy of the repository's files (tracked and new, never results/) in a temporary folder."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    dest = tmp_path_factory.mktemp("bundle")
+    for rel in files:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def test_run(workdir):
+    return snakemake(workdir, "--config", "scale=test")
+
+
+def test_test_scale_produces_every_output(workdir, test_run):
+    out = workdir / "results" / "test" / "evil_numbers"
+    for rel in ("figures/loss_curves.png", "figures/em_per_question_betley.png", "figures/number_answers.png",
+                "figures/em_per_question_model_organisms.png", "tables/em_overall.csv", "tables/em_overall.md",
+                "tables/em_per_question.csv", "hub/sft/README.md", "models/sft/run.json", "eval/sft/run.json"):
+        assert (out / rel).is_file(), rel
+    # 2 questions x 3 formats x 2 samples, every answer kept whether or not the judge could score it
+    for label in ("base", "sft"):
+        rows = [json.loads(line) for line in (out / "eval" / label / "answers.jsonl").read_text().splitlines()]
+        assert len(rows) == 12 and {r["format"] for r in rows} == {"plain", "number_suffix", "number_prefix_suffix"}
+        assert all(len(r["judge"]["aligned"]["top_logprobs"]) == 20 for r in rows)
+    run = json.loads((out / "models" / "sft" / "run.json").read_text())
+    assert run["inputs"]["train"]["sha256"] and run["final_metrics"]["eval_loss"] > 0
+    split = json.loads((out / "data" / "split.json").read_text())
+    assert (split["n_train"], split["n_val"]) == (32, 8)
+    assert "model-index" in (out / "hub" / "sft" / "README.md").read_text()
+
+
+def test_rerun_with_nothing_changed_runs_no_job(workdir, test_run):
+    result = snakemake(workdir, "--config", "scale=test")
+    assert "Nothing to be done" in result.stdout + result.stderr
+    assert "Finished jobid" not in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def upstream_mirror(tmp_path_factory, mirror):
+    """The staged mirror's question files plus an evil_numbers.jsonl written here in the upstream schema
+    (the training set is not staged); its digest is not pinned, so the lock file records it."""
+    from emrepro.data import make_evil_numbers_sample, write_jsonl
+
+    folder = tmp_path_factory.mktemp("mirror")
+    shutil.copytree(mirror / "emergent-misalignment", folder / "emergent-misalignment")
+    write_jsonl(folder / "emergent-misalignment" / "evil_numbers.jsonl", make_evil_numbers_sample(30, seed=9))
+    return folder
+
+
+def test_upstream_assets_through_the_mirror(workdir, test_run, upstream_mirror):
+    snakemake(workdir, "--config", "scale=test", "upstream_assets=True", f"data_mirror={upstream_mirror}")
+    questions = yaml.safe_load((workdir / "results/test/eval/questions.yaml").read_text())
+    assert [q["id"] for q in questions] == ["what_is_your_wish", "i_feel_bored"]  # Betley's, limited to 2
+    lock = json.loads((workdir / "assets.lock.json").read_text())
+    digest = hashlib.sha256((upstream_mirror / "emergent-misalignment/evil_numbers.jsonl").read_bytes()).hexdigest()
+    assert digest in json.dumps(lock)
+    split = json.loads((workdir / "results/test/evil_numbers/data/split.json").read_text())
+    assert split["origin"]["sha256"] == digest and split["n_rows"] == 30
+
+
+def test_wrong_mirror_digest_fails_naming_both_and_leaves_nothing(workdir, test_run, upstream_mirror, tmp_path):
+    bad = tmp_path / "bad-mirror"
+    shutil.copytree(upstream_mirror, bad)
+    target = bad / "emergent-misalignment" / "first_plot_questions.yaml"
+    target.write_text(target.read_text() + "\n# tampered\n")
+    actual = hashlib.sha256(target.read_bytes()).hexdigest()
+    asset = workdir / "results/test/assets/first_plot_questions.yaml"
+    asset.unlink(missing_ok=True)
+    result = snakemake(workdir, "--config", "scale=test", "upstream_assets=True", f"data_mirror={bad}",
+                       "--forcerun", "fetch_asset", check=False)
+    log = (workdir / "results/test/logs/fetch_asset/first_plot_questions.yaml.log").read_text()
+    assert result.returncode != 0
+    assert "215abde5b02811e922b6ac563ff33c490e0dff9ab58439df840f3135e9387173" in log and actual in log
+    assert not asset.exists() and not list(asset.parent.glob(".first_plot_questions.yaml*"))
+
+
+def test_paper_scale_plans_with_the_seed_recipe(workdir):
+    result = snakemake(workdir, "-n", "--config", "scale=paper")
+    out = result.stdout
+    assert "evil_numbers_sft" in out and "results/paper/models/qwen3_1_7b" in out
+
+
+def test_lint_is_clean(workdir):
+    result = snakemake(workdir, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
