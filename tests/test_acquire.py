@@ -354,3 +354,16 @@ def test_hub_model_exists_offline_is_unknown(monkeypatch):
 
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     assert acquire.hub_model_exists("HuggingFaceTB/SmolLM2-135M-Instruct", "main") is None
+
+
+def test_hub_revision_is_pinned_by_the_lock_file(tmp_path):
+    """A locked branch resolves to the recorded commit without asking the hub (which is unreachable here)."""
+    from emrepro.acquire import pin_hub_revision
+
+    lock = tmp_path / "lock.json"
+    commit = "a" * 40
+    lock.write_text(json.dumps({"hub:Qwen/Qwen3-1.7B@main": commit}))
+    assert pin_hub_revision("Qwen/Qwen3-1.7B", "main", str(lock)) == commit
+    assert pin_hub_revision("Qwen/Qwen3-1.7B", "b" * 40, None) == "b" * 40
+    with pytest.raises(ValueError, match="revision"):
+        pin_hub_revision("Qwen/Qwen3-1.7B", "", None)

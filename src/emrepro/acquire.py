@@ -9,6 +9,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -256,6 +257,26 @@ def pip_package_file(
 def _require_revision(repo_id: str, revision: str | None) -> None:
     if not revision or not str(revision).strip():
         raise ValueError(f"{repo_id}: a pinned revision (commit hash or tag) is required")
+
+
+def pin_hub_revision(repo_id: str, revision: str, lockfile: str | None) -> str:
+    """The commit a revision stands for. A branch or tag (e.g. "main") resolves to its commit on first
+    download and the lock file keeps it, so later runs get the same weights."""
+    _require_revision(repo_id, revision)
+    key = f"hub:{repo_id}@{revision}"
+    if lockfile is not None and key in _read_lock(lockfile):
+        return _read_lock(lockfile)[key]
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    from huggingface_hub import HfApi
+
+    commit = HfApi().model_info(repo_id, revision=revision).sha
+    if lockfile is not None:
+        with _locked(lockfile):
+            lock = _read_lock(lockfile)
+            lock[key] = commit
+            write_json_atomic(lockfile, dict(sorted(lock.items())))
+    return commit
 
 
 def _snapshot_into(repo_id: str, revision: str, folder: str, repo_type: str, allow_patterns) -> None:

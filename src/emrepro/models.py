@@ -217,10 +217,9 @@ def build_base_model(
                 raise ValueError(f"micro sizes: unknown keys {sorted(unknown)}")
             _save_micro(tok_path, tmp, int(spec["seed"]), **{**_MICRO_DEFAULTS, **sizes})
         else:
-            acquire._require_revision(spec.get("repo_id"), spec.get("revision"))
-            acquire._snapshot_into(
-                spec["repo_id"], spec["revision"], tmp, "model", spec.get("allow_patterns")
-            )
+            commit = acquire.pin_hub_revision(spec.get("repo_id"), spec.get("revision"), lockfile)
+            acquire._snapshot_into(spec["repo_id"], commit, tmp, "model", spec.get("allow_patterns"))
+            digests["hub_commit"] = commit
 
         digests["files"] = file_digests(tmp)
         info = run_info({"base_model": spec}, inputs, started,
