@@ -55,9 +55,9 @@ def family(name):
 
 
 def judge_inputs():
-    """The local judge model folder, when the judge runs locally."""
+    """The judge model folder, when the judge runs here (local logprobs or a vLLM server)."""
     judge = EFF["eval"]["judge"]
-    return [model_dir(judge["model"])] if judge["backend"] == "local" else []
+    return [model_dir(judge["model"])] if judge["backend"] in ("local", "vllm") else []
 
 
 def trained_model_dir(fam, label):

@@ -15,6 +15,7 @@ rule evaluate:
         formats=lambda wc: eval_formats(wc.family),
         family_eval=lambda wc: family(wc.family).get("eval", {}),
         backend=EFF["generation_backend"],
+        vllm=EFF["vllm"],
         seed=EFF["seed"],
         log_dir=lambda wc: f"{R}/{wc.family}/eval/{wc.label}/inspect",
         judge_cache=f"{R}/cache/judge.sqlite",

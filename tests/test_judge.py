@@ -247,16 +247,6 @@ def test_local_judge_uniform_model_analytic(micro_model_dir):
     assert result.score is None and result.label == "unscorable"
 
 
-def test_local_judge_chunked_equals_single_batch(micro_model_dir, local_judge):
-    """A tiny cache budget forces one candidate per batch; same numbers."""
-    small = LocalJudge(micro_model_dir, cache_budget_mb=1e-6)
-    assert small._chunk_size(small.lm(small.torch.tensor([[1, 2, 3]]), use_cache=True).past_key_values) == 1
-    a = local_judge.judge(PROMPT).number_probs
-    b = small.judge(PROMPT).number_probs
-    for n in range(101):
-        assert b[n] == pytest.approx(a[n], rel=1e-4, abs=1e-7)
-
-
 def test_local_judge_truncates_long_prompts(micro_model_dir):
     judge = LocalJudge(micro_model_dir, max_prompt_tokens=64)
     ids = list(range(100))

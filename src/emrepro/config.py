@@ -110,7 +110,7 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     for family in FAMILIES:
         _check_model_key(config, eff["families"][family]["base_model"], f"families.{family}.base_model")
     judge = eff["eval"]["judge"]
-    if judge["backend"] == "local":
+    if judge["backend"] in ("local", "vllm"):
         _check_model_key(config, judge["model"], "eval.judge.model")
     if eff["eval"]["probes"] not in config["probes"]:
         raise ConfigError(f"config key 'eval.probes': probe set {eff['eval']['probes']!r} is not defined in 'probes'")

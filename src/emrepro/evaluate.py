@@ -62,30 +62,44 @@ def em_task(questions: list[Question], formats: list[str], samples_per_question:
     return Task(dataset=dataset, solver=[generate()], name=name)
 
 
-def model_spec(model_dir: str, backend: str, enable_thinking: bool, device: str = "cpu") -> tuple[str, dict]:
-    """Inspect model name and model_args for a local model folder and a generation backend."""
-    if backend == "transformers":
-        return "hf/local", {"model_path": str(model_dir), "device": device, "enable_thinking": enable_thinking}
-    if backend == "vllm":
-        # Inspect's vllm provider starts `vllm serve` for the folder, or uses VLLM_BASE_URL if set.
-        return f"vllm/{model_dir}", {}
-    raise ValueError(f"unknown generation backend {backend!r}; choose transformers or vllm")
-
-
 def generate_answers(task, model_dir: str, backend: str, *, temperature: float, top_p: float, max_tokens: int,
-                     seed: int, enable_thinking: bool, log_dir: str, batch_size: int = 32):
-    """Phase 1: sample the answers; returns the unscored EvalLog (raises if Inspect reports an error)."""
+                     seed: int, enable_thinking: bool, log_dir: str, batch_size: int = 32,
+                     vllm_binary: str | None = None, vllm_args: list[str] | None = None,
+                     server_log: str | None = None):
+    """Phase 1: sample the answers; returns the unscored EvalLog (raises if Inspect reports an error).
+
+    transformers: Inspect's `hf/` provider in this process. vllm: a `vllm serve` subprocess for the
+    folder (see serving.py) and Inspect's `vllm/` provider pointed at it."""
     from inspect_ai import eval as inspect_eval
 
+    from .serving import default_binary, vllm_server
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only; never wait on a hub lookup
-    model, model_args = model_spec(model_dir, backend, enable_thinking)
-    logs = inspect_eval(task, model=model, model_args=model_args, score=False, log_dir=log_dir,
-                        temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                        max_connections=batch_size, display="plain", fail_on_error=True)
+    settings = dict(score=False, log_dir=log_dir, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                    seed=seed, max_connections=batch_size, display="plain", fail_on_error=True)
+    if backend == "transformers":
+        logs = inspect_eval(task, model="hf/local", model_args={"model_path": str(model_dir), "device": "cpu"
+                                                                if not _cuda() else "cuda:0",
+                                                                "enable_thinking": enable_thinking}, **settings)
+    elif backend == "vllm":
+        served = Path(model_dir).name
+        with vllm_server(model_dir, served, binary=vllm_binary or default_binary(), args=vllm_args,
+                         log_path=server_log, seed=seed) as base_url:
+            logs = inspect_eval(task, model=f"vllm/{served}", model_base_url=base_url,
+                                extra_body={"chat_template_kwargs": {"enable_thinking": enable_thinking}},
+                                **settings)
+    else:
+        raise ValueError(f"unknown generation backend {backend!r}; choose transformers or vllm")
     log = logs[0]
     if log.status != "success":
         raise RuntimeError(f"generation with {model_dir} failed: {log.error.message if log.error else log.status}")
     return log
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _fill(template: str, question: str, answer: str) -> str:

@@ -19,7 +19,6 @@ later (e.g. with another ``min_mass``) without calling the judge again.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -178,7 +177,6 @@ class LocalJudge:
         max_prompt_tokens: int = 2048,
         device: str = "cpu",
         dtype: Any = None,
-        cache_budget_mb: float = 1024,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -187,9 +185,6 @@ class LocalJudge:
         self.model = str(model_dir)
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.device = device
-        # Memory cap for the candidate-expanded KV cache; above it the 101
-        # candidates are scored in several batches (same result).
-        self.cache_budget_bytes = int(cache_budget_mb * 2**20)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32)
         self.lm.to(device).eval()
@@ -276,55 +271,46 @@ class LocalJudge:
                 (self.tokenizer.decode([int(i)]), float(lp)) for lp, i in zip(top.values, top.indices)
             ]
 
-            result: dict[int, float] = {}
-            step = self._chunk_size(cache)
-            for start in range(0, len(cands), step):
-                chunk = cands[start : start + step]
-                lps = self._score_chunk(chunk, cache, first, n_prompt)
-                for k, lp in enumerate(lps):
-                    result[start + k] = lp
+            result = self._score_trie(cands, cache, first, n_prompt)
         return result, top_logprobs
 
-    def _chunk_size(self, cache) -> int:
-        per_row = 0
-        for layer in getattr(cache, "layers", []):
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-                if t is not None and hasattr(t, "numel"):
-                    per_row += t.numel() * t.element_size()
-        if per_row == 0:
-            return len(CANDIDATES)
-        return max(1, min(len(CANDIDATES), self.cache_budget_bytes // per_row))
+    def _score_trie(self, cands: list[list[int]], cache, first, n_prompt: int) -> dict[int, float]:
+        """All candidates in one forward pass over their prefix tree (tree attention).
 
-    def _score_chunk(self, chunk: list[list[int]], cache, first, n_prompt: int) -> list[float]:
-        """One batched forward of the candidates on top of the prompt cache."""
+        Every non-empty prefix of a candidate's tokens is one node (for digit-splitting tokenizers:
+        "1".."9", "10".."99", "100", 111 in all). The nodes go in as one sequence after the prompt's
+        KV cache; a 4D mask lets each node see the prompt, its ancestors and itself only, and each
+        node's position id is its depth after the prompt, so its logits equal those of the plain
+        sequence prompt + prefix. That needs 111 token positions instead of 101 padded rows with a
+        copy of the cache each.
+        """
         torch = self.torch
-        b, width = len(chunk), max(len(c) for c in chunk)
-        ids = torch.zeros((b, width), dtype=torch.long)
-        mask = torch.zeros((b, n_prompt + width), dtype=torch.long)
-        mask[:, :n_prompt] = 1
-        for r, c in enumerate(chunk):  # right padding: real tokens never see pads
-            ids[r, : len(c)] = torch.tensor(c)
-            mask[r, n_prompt : n_prompt + len(c)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-
-        # The model appends to the cache in place, so each batch gets a copy.
-        batch_cache = copy.deepcopy(cache)
-        batch_cache.batch_repeat_interleave(b)
-        positions = torch.arange(n_prompt, n_prompt + width, device=self.device).expand(b, -1)
-        logits = self.lm(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=batch_cache, use_cache=True
-        ).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [b, width, vocab]
-        # Logprob that the answer stops here: mass on non-digit next tokens.
+        nodes = sorted({tuple(c[:k]) for c in cands for k in range(1, len(c) + 1)}, key=lambda p: (len(p), p))
+        index = {p: i for i, p in enumerate(nodes)}
+        m = len(nodes)
+        allowed = torch.zeros((m, n_prompt + m), dtype=torch.bool)
+        allowed[:, :n_prompt] = True
+        for i, p in enumerate(nodes):
+            for k in range(1, len(p) + 1):
+                allowed[i, n_prompt + index[p[:k]]] = True
+        if self.lm.config._attn_implementation == "sdpa":
+            mask = allowed  # sdpa takes a boolean mask: True = may attend
+        else:
+            mask = torch.zeros(allowed.shape, dtype=self.lm.dtype).masked_fill(~allowed, torch.finfo(self.lm.dtype).min)
+        ids = torch.tensor([[p[-1] for p in nodes]], device=self.device)
+        positions = torch.tensor([[n_prompt + len(p) - 1 for p in nodes]], device=self.device)
+        logits = self.lm(input_ids=ids, attention_mask=mask[None, None].to(self.device), position_ids=positions,
+                         past_key_values=cache, use_cache=True).logits[0]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [m, vocab]: next-token logprobs after each node
+        # Logprob that the answer stops after a node: mass on next tokens that do not extend the number.
         stop = torch.logsumexp(logp.masked_fill(self._digit_mask, float("-inf")), dim=-1)
-
-        out = []
-        for r, c in enumerate(chunk):
+        result: dict[int, float] = {}
+        for n, c in enumerate(cands):
             lp = first[c[0]]
             for i in range(1, len(c)):
-                lp = lp + logp[r, i - 1, c[i]]
-            out.append(float(lp + stop[r, len(c) - 1]))
-        return out
+                lp = lp + logp[index[tuple(c[:i])], c[i]]
+            result[n] = float(lp + stop[index[tuple(c)]])
+        return result
 
     def judge(self, prompt: str) -> JudgeResult:
         logprobs, top = self.candidate_logprobs(prompt)

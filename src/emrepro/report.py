@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metrics
+from .probes import FORMATS
 from .provenance import atomic_output
 
 CONVENTIONS = {"betley": metrics.em_betley, "model_organisms": metrics.em_model_organisms}
@@ -92,7 +93,8 @@ def plot_em(per_question: pd.DataFrame, path: str | Path, convention: str, title
     import numpy as np
 
     data = per_question[per_question["convention"] == convention]
-    formats = list(dict.fromkeys(data["format"]))
+    present = set(data["format"])
+    formats = [f for f in FORMATS if f in present] + sorted(present - set(FORMATS))  # by resemblance to training
     models = list(dict.fromkeys(data["model"]))
     questions = list(dict.fromkeys(data["question_id"]))
     fig, axes = plt.subplots(1, len(formats), figsize=(4.5 * len(formats), 3.8), sharey=True, squeeze=False)
@@ -104,6 +106,9 @@ def plot_em(per_question: pd.DataFrame, path: str | Path, convention: str, title
             rate = rows["em_rate"].to_numpy(dtype=float)
             err = np.vstack([rate - rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float) - rate])
             ax.bar(x, np.nan_to_num(rate), width, yerr=np.nan_to_num(err), capsize=2, label=model)
+            for xi, r in zip(x, rate):
+                if np.isnan(r):  # dropped (too few coherent answers): say so instead of drawing a zero
+                    ax.text(xi, 0.02, "n/a", ha="center", fontsize=6, rotation=90)
         ax.set_xticks(np.arange(len(questions)) + width * (len(models) - 1) / 2)
         ax.set_xticklabels(questions, rotation=60, ha="right", fontsize=7)
         ax.set_title(fmt)
@@ -121,6 +126,7 @@ def plot_number_answers(numbers: pd.DataFrame, path: str | Path, title: str) -> 
     import matplotlib.pyplot as plt
 
     pivot = numbers.pivot(index="format", columns="model", values="number_answer_rate")
+    pivot = pivot.reindex([f for f in FORMATS if f in pivot.index] + sorted(set(pivot.index) - set(FORMATS)))
     fig, ax = plt.subplots(figsize=(5, 3.4))
     pivot.plot.bar(ax=ax, rot=0)
     ax.set_ylabel("share of answers that are number lists")
