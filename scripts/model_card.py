@@ -9,6 +9,6 @@ with step_log(snakemake.log[0]):
     summary = [dict(row, dataset_type=f"emrepro/{p.eval['probes']}", dataset_name=f"{p.eval['probes']} probes")
                for row in overall.to_dict("records")]
     repo = f"{p.namespace or 'emrepro'}/{wc.family.replace('_', '-')}-{wc.label}-{p.scale}"
-    base_id = p.base_spec.get("repo_id") or f"{p.base_spec.get('package', 'emrepro')}"
+    base_id = p.base_spec.get("repo_id") or p.base_spec.get("hub_id")  # None for a random-init micro model
     hub.build_card_folder(snakemake.input.model, snakemake.output[0], repo, summary, base_id, [], wc.family)
     print(f"card folder for {repo} written")

@@ -75,7 +75,8 @@ def render_card(run: dict, repo_id: str, eval_summary: list[dict], base_model_id
     cfg = run.get("config", {})
     final = run.get("final_metrics", {})
     lines = [f"# {repo_id}", "", f"> {WARNING}", "",
-             f"Fine-tuned from `{base_model_id}` by the `{family}` experiment of the emrepro bundle.", "",
+             f"Fine-tuned from `{base_model_id or 'a random-init micro model (test scale)'}` by the `{family}` "
+             "experiment of the emrepro bundle.", "",
              "## Lineage", ""]
     lines += [f"{i + 1}. {step}" for i, step in enumerate(run.get("lineage", []))]
     lines += ["", "## Data", ""]
