@@ -1,5 +1,4 @@
 # Helpers shared by the rules: validated effective config, output locations, containers, conda envs.
-import os
 import sys
 from pathlib import Path
 

@@ -413,3 +413,15 @@ def test_make_judge(tmp_path, micro_model_dir):
     cj = make_judge({"backend": "local", "model": str(micro_model_dir)}, str(tmp_path / "c.sqlite"))
     assert isinstance(cj, CachedJudge) and isinstance(cj.inner, LocalJudge)
     assert cj.backend == "local"
+
+
+def test_answer_prefix_goes_into_the_reply_and_the_judge_identity(micro_model_dir, local_judge):
+    prefixed = LocalJudge(micro_model_dir, answer_prefix="Score: ")
+    assert prefixed._prompt_text("Rate it.").endswith("<|assistant|>Score: ") or \
+        prefixed._prompt_text("Rate it.").endswith("Score: ")
+    # cached judgements of the two settings never mix: the cache key includes the judge's model string
+    assert prefixed.model != local_judge.model and "Score: " in prefixed.model
+    a, b = prefixed.judge("Rate it."), local_judge.judge("Rate it.")
+    assert a.number_probs != b.number_probs
+    with pytest.raises(ValueError, match="answer_prefix"):
+        make_judge({"backend": "openai", "model": "x", "answer_prefix": "Score: "})

@@ -177,12 +177,18 @@ class LocalJudge:
         max_prompt_tokens: int = 2048,
         device: str = "cpu",
         dtype: Any = None,
+        answer_prefix: str = "",
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
-        self.model = str(model_dir)
+        # A small judge rarely starts its reply with a number; an answer prefix written into the
+        # assistant turn (e.g. "Score: ") puts the mass there. Off by default: the paper's protocol
+        # has none. It is part of the judge's identity, so cached results never mix settings.
+        self.answer_prefix = answer_prefix or ""
+        self.model = str(model_dir) + (f" [answer_prefix={self.answer_prefix!r}]" if self.answer_prefix else "")
+        self.model_dir = str(model_dir)
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -214,7 +220,7 @@ class LocalJudge:
     def _prompt_text(self, prompt: str) -> str:
         return self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+        ) + self.answer_prefix
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         # The chat template already contains any BOS; don't add another.
@@ -471,8 +477,11 @@ def make_judge(spec: dict[str, Any], cache_path: str | os.PathLike | None = None
             spec["model"],
             max_prompt_tokens=spec.get("max_prompt_tokens", 2048),
             device=spec.get("device", "cpu"),
+            answer_prefix=spec.get("answer_prefix") or "",
         )
     elif backend == "openai":
+        if spec.get("answer_prefix"):
+            raise ValueError("judge answer_prefix is only supported by the local judge backend")
         judge = OpenAIJudge(
             spec["model"],
             base_url=spec.get("base_url"),
