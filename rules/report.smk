@@ -20,6 +20,7 @@ rule evil_numbers_report:
         per_question=f"{R}/evil_numbers/tables/em_per_question.csv",
         rates=f"{R}/evil_numbers/tables/rates.csv",
         number_answers=f"{R}/evil_numbers/tables/number_answers.csv",
+        provenance=f"{R}/evil_numbers/tables/run.json",
     params:
         eval=EFF["eval"],
         seed=EFF["seed"],

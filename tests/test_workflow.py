@@ -46,7 +46,7 @@ def test_test_scale_produces_every_output(workdir, test_run):
     out = workdir / "results" / "test" / "evil_numbers"
     for rel in ("figures/loss_curves.png", "figures/em_per_question_betley.png", "figures/number_answers.png",
                 "figures/em_per_question_model_organisms.png", "tables/em_overall.csv", "tables/em_overall.md",
-                "tables/em_per_question.csv", "hub/sft/README.md", "models/sft/run.json", "eval/sft/run.json"):
+                "tables/em_per_question.csv", "tables/run.json", "hub/sft/README.md", "models/sft/run.json", "eval/sft/run.json"):
         assert (out / rel).is_file(), rel
     # 2 questions x 3 formats x 2 samples, every answer kept whether or not the judge could score it
     for label in ("base", "sft"):
