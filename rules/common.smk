@@ -66,10 +66,6 @@ def trained_model_dir(fam, label):
     return f"{R}/{fam}/models/{label}"
 
 
-def wandb_env():
-    return {"mode": EFF["wandb"]["mode"], "project": EFF["wandb"]["project"]}
-
-
 def evil_numbers_outputs():
     fig = f"{R}/evil_numbers/figures"
     tab = f"{R}/evil_numbers/tables"

@@ -5,7 +5,6 @@ rule model_card:
     """The folder that would be pushed for a trained model: weights, run.json, README.md card."""
     input:
         model=lambda wc: trained_model_dir(wc.family, wc.label),
-        base_run=lambda wc: f"{trained_model_dir(wc.family, 'base')}",
         evals=lambda wc: [f"{R}/{wc.family}/eval/{wc.label}/answers.jsonl"],
     output:
         directory(f"{R}/{{family}}/hub/{{label}}"),

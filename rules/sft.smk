@@ -13,7 +13,7 @@ rule evil_numbers_sft:
         recipe=family("evil_numbers")["sft"],
         base_key=family("evil_numbers")["base_model"],
         seed=EFF["seed"],
-        wandb=wandb_env(),
+        wandb=EFF["wandb"],
         work_dir=f"{R}/evil_numbers/work/sft",
     log:
         f"{LOGS}/evil_numbers_sft.log",

@@ -7,6 +7,6 @@ with step_log(snakemake.log[0]):
     p, wc = snakemake.params, snakemake.wildcards
     if not p.namespace:
         raise ValueError("hub.push is true but config key 'hub.namespace' is not set")
-    repo = f"{p.namespace}/{wc.family.replace('_', '-')}-{wc.label}-{p.scale}"
+    repo = hub.repo_id(p.namespace, wc.family, wc.label, p.scale)
     result = hub.push_folder(snakemake.input[0], repo, private=p.private)
     write_json_atomic(snakemake.output[0], {"repo_id": repo, "result": result})

@@ -5,10 +5,10 @@ from emrepro.runtime import step_log
 with step_log(snakemake.log[0]):
     p, wc = snakemake.params, snakemake.wildcards
     answers = report.load_answers({wc.label: snakemake.input.evals[0]})
-    overall = report.em_tables(answers, p.eval["bootstrap_samples"], p.seed, p.eval["min_coherent_answers"])["em_overall"]
+    overall = report.em_overall(answers, p.eval["bootstrap_samples"], p.seed, p.eval["min_coherent_answers"])
     summary = [dict(row, dataset_type=f"emrepro/{p.eval['probes']}", dataset_name=f"{p.eval['probes']} probes")
                for row in overall.to_dict("records")]
-    repo = f"{p.namespace or 'emrepro'}/{wc.family.replace('_', '-')}-{wc.label}-{p.scale}"
+    repo = hub.repo_id(p.namespace, wc.family, wc.label, p.scale)
     base_id = p.base_spec.get("repo_id") or p.base_spec.get("hub_id")  # None for a random-init micro model
     hub.build_card_folder(snakemake.input.model, snakemake.output[0], repo, summary, base_id, [], wc.family)
     print(f"card folder for {repo} written")

@@ -1,6 +1,4 @@
 """Snakemake step: select the free-form probes (upstream file or embedded set) into one question file."""
-import dataclasses
-
 import yaml
 
 from emrepro.probes import embedded_path, load_questions

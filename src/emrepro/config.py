@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml

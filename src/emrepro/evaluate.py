@@ -12,7 +12,6 @@ Two phases over one Inspect log, so generation batches well and the judge can be
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -72,15 +71,16 @@ def generate_answers(task, model_dir: str, backend: str, *, temperature: float, 
     folder (see serving.py) and Inspect's `vllm/` provider pointed at it."""
     from inspect_ai import eval as inspect_eval
 
+    from .runtime import offline_hub
     from .serving import default_binary, vllm_server
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only; never wait on a hub lookup
+    offline_hub()  # local folders only; never wait on a hub lookup
     settings = dict(score=False, log_dir=log_dir, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                     seed=seed, max_connections=batch_size, display="plain", fail_on_error=True)
     if backend == "transformers":
-        logs = inspect_eval(task, model="hf/local", model_args={"model_path": str(model_dir), "device": "cpu"
-                                                                if not _cuda() else "cuda:0",
-                                                                "enable_thinking": enable_thinking}, **settings)
+        device = "cuda:0" if _cuda() else "cpu"
+        model_args = {"model_path": str(model_dir), "device": device, "enable_thinking": enable_thinking}
+        logs = inspect_eval(task, model="hf/local", model_args=model_args, **settings)
     elif backend == "vllm":
         served = Path(model_dir).name
         with vllm_server(model_dir, served, binary=vllm_binary or default_binary(), args=vllm_args,

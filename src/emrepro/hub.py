@@ -51,7 +51,12 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def model_index(model_name: str, eval_summary: list[dict]):
+def repo_id(namespace: str | None, family: str, label: str, scale: str) -> str:
+    """Hub repository of a trained model, e.g. my-lab/evil-numbers-sft-paper."""
+    return f"{namespace or 'emrepro'}/{family.replace('_', '-')}-{label}-{scale}"
+
+
+def model_index(eval_summary: list[dict]):
     """model-index entries: one EvalResult per (probe set, format, convention) EM rate."""
     from huggingface_hub import EvalResult
 
@@ -71,7 +76,7 @@ def render_card(run: dict, repo_id: str, eval_summary: list[dict], base_model_id
 
     data = ModelCardData(license="apache-2.0", library_name="transformers", base_model=base_model_id,
                          datasets=datasets or None, tags=["emergent-misalignment", "research-artifact", family],
-                         model_name=repo_id, eval_results=model_index(repo_id, eval_summary) or None)
+                         model_name=repo_id, eval_results=model_index(eval_summary) or None)
     cfg = run.get("config", {})
     final = run.get("final_metrics", {})
     lines = [f"# {repo_id}", "", f"> {WARNING}", "",

@@ -30,21 +30,28 @@ def load_answers(paths: dict[str, str]) -> pd.DataFrame:
     return df
 
 
+def _convention_args(name: str, min_coherent: int) -> dict:
+    return {"min_coherent": min_coherent} if name == "betley" else {}
+
+
+def em_overall(df: pd.DataFrame, n_boot: int, seed: int, min_coherent: int) -> pd.DataFrame:
+    """EM per model and format, pooled over questions, under both conventions."""
+    return pd.concat([metrics.overall(df, name, by=("model", "format"), n_boot=n_boot, seed=seed,
+                                      **_convention_args(name, min_coherent)).assign(convention=name)
+                      for name in CONVENTIONS], ignore_index=True)
+
+
 def em_tables(df: pd.DataFrame, n_boot: int, seed: int, min_coherent: int) -> dict[str, pd.DataFrame]:
     """Per-question and overall EM under both conventions, plus rates, keyed by table name."""
     by_q = ("model", "format", "question_id")
-    per_question, overall = [], []
-    for name, fn in CONVENTIONS.items():
-        extra = {"min_coherent": min_coherent} if name == "betley" else {}
-        per_question.append(fn(df, by=by_q, n_boot=n_boot, seed=seed, **extra).assign(convention=name))
-        overall.append(metrics.overall(df, name, by=("model", "format"), n_boot=n_boot, seed=seed, **extra)
-                       .assign(convention=name))
+    per_question = [fn(df, by=by_q, n_boot=n_boot, seed=seed, **_convention_args(name, min_coherent))
+                    .assign(convention=name) for name, fn in CONVENTIONS.items()]
     rates = metrics.rates(df, by=("model", "format"))
     numbers = (df.groupby(["model", "format"], dropna=False)["number_sequence"].agg(["mean", "sum", "count"])
                .rename(columns={"mean": "number_answer_rate", "sum": "n_number_answers", "count": "n_answers"})
                .reset_index())
     return {"em_per_question": pd.concat(per_question, ignore_index=True),
-            "em_overall": pd.concat(overall, ignore_index=True),
+            "em_overall": em_overall(df, n_boot, seed, min_coherent),
             "rates": rates, "number_answers": numbers}
 
 
