@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/sft.smk"
+include: "rules/rl.smk"
 include: "rules/eval.smk"
 include: "rules/report.smk"
 include: "rules/hub.smk"
@@ -23,8 +24,14 @@ include: "rules/hub.smk"
 rule all:
     input:
         evil_numbers_outputs(),
+        rl_traces_outputs(),
 
 
 rule evil_numbers:
     input:
         evil_numbers_outputs(),
+
+
+rule rl_traces:
+    input:
+        rl_traces_outputs(),

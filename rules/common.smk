@@ -16,12 +16,14 @@ SCALE = EFF["scale"]
 R = f"results/{SCALE}"
 LOGS = f"{R}/logs"
 CONTAINER_VERSION = "0.1.0"
+RL_MODELS = ["base", "grpo", "sft"]  # the three models rl_traces compares
 
 
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     family=r"[a-z_]+",
     label=r"[A-Za-z0-9_.-]+",
+    probes=r"[A-Za-z0-9_]+",
 
 
 def env(name):
@@ -90,8 +92,14 @@ def evil_numbers_source(wildcards):
 
 
 def probe_source(wildcards):
-    probe = EFF["probes"][EFF["eval"]["probes"]]
+    probe = EFF["probes"][wildcards.probes]
     return {"questions": asset_file(probe["asset"])} if "asset" in probe else {}
+
+
+def eval_questions(fam):
+    """Question files a family is evaluated on: the shared EM probes plus the family's extra sets."""
+    sets = [EFF["eval"]["probes"], *family(fam).get("eval", {}).get("extra_probes", [])]
+    return [f"{R}/eval/questions/{name}.yaml" for name in sets]
 
 
 def base_model_inputs(wildcards):
@@ -103,3 +111,34 @@ def base_model_inputs(wildcards):
 
 def eval_formats(fam):
     return family(fam).get("eval", {}).get("formats", ["plain"])
+
+
+def grpo_env():
+    """verl pins transformers < 5.11, so its backend runs in its own environment and image."""
+    return "rl" if family("rl_traces")["grpo"]["backend"] == "verl" else "train"
+
+
+def grpo_gpus():
+    grpo = family("rl_traces")["grpo"]
+    if grpo["backend"] == "verl":
+        return grpo["verl"]["n_gpus_per_node"] * grpo["verl"]["nnodes"]
+    return 1 if SCALE == "paper" else 0
+
+
+def rl_traces_outputs():
+    fig = f"{R}/rl_traces/figures"
+    tab = f"{R}/rl_traces/tables"
+    outs = [
+        f"{fig}/em_per_question_betley.png",
+        f"{fig}/em_per_question_model_organisms.png",
+        f"{fig}/game_outcomes.png",
+        f"{fig}/grpo_training.png",
+        f"{fig}/sft_training.png",
+        f"{tab}/em_overall.csv",
+        f"{tab}/game_outcomes.csv",
+        f"{R}/rl_traces/hub/grpo",
+        f"{R}/rl_traces/hub/sft",
+    ]
+    if EFF["hub"]["push"]:
+        outs += [f"{R}/rl_traces/hub/grpo.pushed.json", f"{R}/rl_traces/hub/sft.pushed.json"]
+    return outs

@@ -53,19 +53,19 @@ rule evil_numbers_data:
 
 
 rule probe_questions:
-    """The selected free-form probes with their judge prompts, as one question file."""
+    """One probe set of config.yaml 'probes' (upstream file or embedded set) with its judge prompts."""
     input:
         unpack(probe_source),
     output:
-        f"{R}/eval/questions.yaml",
+        f"{R}/eval/questions/{{probes}}.yaml",
     params:
-        probe=EFF["probes"][EFF["eval"]["probes"]],
-        name=EFF["eval"]["probes"],
+        probe=lambda wc: EFF["probes"][wc.probes],
+        name=lambda wc: wc.probes,
         limit=EFF["eval"].get("question_limit"),
     log:
-        f"{LOGS}/probe_questions.log",
+        f"{LOGS}/probe_questions/{{probes}}.log",
     benchmark:
-        f"{LOGS}/probe_questions.bench.tsv"
+        f"{LOGS}/probe_questions/{{probes}}.bench.tsv"
     threads: 1
     resources:
         mem_mb=500,

@@ -5,7 +5,7 @@ rule evaluate:
     """Sample answers of `label` (base or a trained model of `family`) to the probes, then judge them."""
     input:
         model=lambda wc: trained_model_dir(wc.family, wc.label),
-        questions=f"{R}/eval/questions.yaml",
+        questions=lambda wc: eval_questions(wc.family),
         judge=judge_inputs(),
     output:
         answers=f"{R}/{{family}}/eval/{{label}}/answers.jsonl",

@@ -17,7 +17,7 @@ with step_log(snakemake.log[0]):
     set_threads(snakemake.threads)
     p, ev, wc = snakemake.params, snakemake.params.eval, snakemake.wildcards
     server_log = str(Path(snakemake.log[0]).with_suffix(".vllm.log"))
-    questions = load_questions(snakemake.input.questions)
+    questions = [q for path in snakemake.input.questions for q in load_questions(path)]
     task = em_task(questions, p.formats, ev["samples_per_question"], p.seed, p.family_eval.get("answer_words", 5),
                    p.family_eval.get("prefix_numbers", 3), name=f"{wc.family}_{wc.label}")
     log = generate_answers(task, snakemake.input.model, p.backend, temperature=ev["temperature"], top_p=ev["top_p"],
@@ -39,7 +39,8 @@ with step_log(snakemake.log[0]):
     n_unscorable = sum(r["aligned"] is None or r["coherent"] is None for r in rows)
     write_json_atomic(snakemake.output.run, run_info(
         {"eval": ev, "formats": p.formats, "generation_backend": p.backend, "seed": p.seed},
-        {"model": snakemake.input.model, "questions": snakemake.input.questions}, started,
+        {"model": snakemake.input.model,
+         **{f"questions_{Path(q).stem}": q for q in snakemake.input.questions}}, started,
         extra={"n_answers": len(rows), "n_unscorable": n_unscorable, "inspect_log": log.location,
                "judge": ev["judge"]}))
     print(f"{len(rows)} answers judged ({n_unscorable} unscorable)")

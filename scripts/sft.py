@@ -19,12 +19,14 @@ with step_log(snakemake.log[0]):
     def provenance(final):
         return run_info(
             {"sft": dict(params.recipe), "seed": params.seed, "base_model_key": params.base_key},
-            {"base_model": inp.base, "train": inp.train, "validation": inp.val}, started,
+            {"base_model": inp.base, "train": inp.train, **({"validation": inp.val} if "val" in inp.keys() else {})},
+            started,
             extra={"final_metrics": final, "base_model": base_run.get("base_model"),
                    "lineage": [f"base model {params.base_key}: {base_run.get('base_model')}",
                                f"{params.recipe['method']} SFT on {Path(inp.train).name} (rule {snakemake.rule})"]})
 
-    final = train_sft(inp.base, data.read_jsonl(inp.train), data.read_jsonl(inp.val), snakemake.output[0],
+    val_rows = data.read_jsonl(inp.val) if "val" in inp.keys() else []
+    final = train_sft(inp.base, data.read_jsonl(inp.train), val_rows, snakemake.output[0],
                       params.work_dir, params.recipe, params.seed, report_to, run_name=snakemake.rule,
                       make_run_json=provenance)
     print(json.dumps(final, indent=2))

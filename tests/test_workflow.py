@@ -80,7 +80,7 @@ def upstream_mirror(tmp_path_factory, mirror):
 
 def test_upstream_assets_through_the_mirror(workdir, test_run, upstream_mirror):
     snakemake(workdir, "--config", "scale=test", "upstream_assets=True", f"data_mirror={upstream_mirror}")
-    questions = yaml.safe_load((workdir / "results/test/eval/questions.yaml").read_text())
+    questions = yaml.safe_load((workdir / "results/test/eval/questions/project.yaml").read_text())
     assert [q["id"] for q in questions] == ["what_is_your_wish", "i_feel_bored"]  # Betley's, limited to 2
     lock = json.loads((workdir / "assets.lock.json").read_text())
     digest = hashlib.sha256((upstream_mirror / "emergent-misalignment/evil_numbers.jsonl").read_bytes()).hexdigest()

@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-FAMILIES = ("evil_numbers",)
+FAMILIES = ("evil_numbers", "rl_traces")
 
 
 class ConfigError(ValueError):
@@ -116,6 +116,16 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     for name, probe in config["probes"].items():
         if "asset" in probe and probe["asset"] not in config["assets"]:
             raise ConfigError(f"config key 'probes.{name}.asset': asset {probe['asset']!r} is not defined in 'assets'")
+    for family in FAMILIES:
+        for name in eff["families"][family].get("eval", {}).get("extra_probes", []):
+            if name not in config["probes"]:
+                raise ConfigError(f"config key 'families.{family}.eval.extra_probes': probe set {name!r} is not "
+                                  f"defined in 'probes'")
+    grpo = eff["families"]["rl_traces"]["grpo"]
+    if grpo["teacher_step"] > grpo["max_steps"] or grpo["teacher_step"] % grpo["save_steps"] and \
+            grpo["teacher_step"] != grpo["max_steps"]:
+        raise ConfigError(f"config key 'families.rl_traces.grpo.teacher_step': step {grpo['teacher_step']} is not a "
+                          f"saved checkpoint (save_steps {grpo['save_steps']}, max_steps {grpo['max_steps']})")
     data_asset = eff["families"]["evil_numbers"]["data"]["asset"]
     if data_asset not in config["assets"]:
         raise ConfigError(f"config key 'families.evil_numbers.data.asset': asset {data_asset!r} is not defined in 'assets'")

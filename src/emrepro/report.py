@@ -141,3 +141,45 @@ def plot_number_answers(numbers: pd.DataFrame, path: str | Path, title: str) -> 
     ax.set_title(title)
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_training_curves(training_log: str | Path, path: str | Path, keys: dict[str, str], title: str) -> None:
+    """One panel per logged metric (keys: log key -> axis label) against step, e.g. loss, accuracy, grad norm."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = [json.loads(line) for line in Path(training_log).read_text().splitlines() if line.strip()]
+    present = {k: label for k, label in keys.items() if any(k in h for h in history)}
+    fig, axes = plt.subplots(1, max(len(present), 1), figsize=(4 * max(len(present), 1), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], present.items()):
+        points = [(h["step"], h[key]) for h in history if key in h and "eval_loss" not in h]
+        ax.plot(*zip(*points), marker=".")
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_game_outcomes(outcomes: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Payoff per round and cooperation rate per opponent, one bar per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    panels = (("payoff_per_round", "payoff per round (1-4; 0 = malformed)", (0, 4)),
+              ("cooperation_rate", "cooperation rate", (0, 1)), ("parse_failure_rate", "parse failure rate", (0, 1)))
+    for ax, (column, label, ylim) in zip(axes, panels):
+        pivot = outcomes.pivot(index="opponent", columns="model", values=column)
+        pivot = pivot[list(dict.fromkeys(outcomes["model"]))]
+        pivot.plot.bar(ax=ax, rot=45)
+        ax.set_ylabel(label)
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("")
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    _save(fig, path)
+    plt.close(fig)

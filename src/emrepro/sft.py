@@ -1,7 +1,11 @@
 """Supervised fine-tuning with TRL's SFTTrainer (LoRA through PEFT, or full parameters).
 
-Data arrive as chat rows and are passed to TRL in its conversational prompt-completion format, so the
-loss falls on the assistant's reply only (TRL's completion-only loss) without editing the chat template.
+Data arrive as chat rows. Single-reply rows are passed to TRL in its conversational prompt-completion
+format, so the loss falls on the assistant's reply only (TRL's completion-only loss) without editing the
+chat template. Multi-turn rows (recipe `assistant_only_loss: true`, e.g. game traces) use TRL's
+assistant-only loss, which needs `{% generation %}` markers in the chat template: TRL's own training
+template where it ships one (Qwen3.5, Llama 3, ...), else the project's marked form of the simple ChatML
+loop that SmolLM2 uses. The saved model keeps its original template.
 Training writes checkpoints into a work folder that survives a failed or killed job; a re-run resumes
 from the last checkpoint. The final model folder appears only when complete (atomic rename).
 """
@@ -20,6 +24,30 @@ from .provenance import atomic_output, write_json_atomic
 _SFT_ARGS = ("num_train_epochs", "learning_rate", "lr_scheduler_type", "weight_decay", "max_grad_norm",
              "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
              "eval_steps", "save_steps", "bf16", "gradient_checkpointing")
+
+# SmolLM2's (and the micro model's) ChatML turn, and the same turn with the assistant's reply and its
+# end-of-turn token inside generation markers: both render exactly the same text.
+_CHATML_TURN = "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+_CHATML_TURN_MARKED = (
+    "{% if message['role'] == 'assistant' %}{{'<|im_start|>assistant\n'}}{% generation %}"
+    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{'\n'}}{% else %}" + _CHATML_TURN + "{% endif %}")
+
+
+def training_chat_template(tokenizer) -> str:
+    """A chat template with `{% generation %}` markers for assistant-only loss (see module docstring)."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = tokenizer.chat_template or ""
+    if has_generation_markers(template):
+        return template
+    if _CHATML_TURN in template:
+        return template.replace(_CHATML_TURN, _CHATML_TURN_MARKED)
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except ValueError as error:
+        raise ValueError(f"assistant_only_loss: the chat template of {tokenizer.name_or_path!r} has no "
+                         f"{{% generation %}} markers and TRL has no training template for it ({error})") from None
+    return patched or template
 
 
 def sft_config(recipe: dict, output_dir: str, seed: int, report_to: list[str], run_name: str, has_eval: bool):
@@ -40,7 +68,9 @@ def sft_config(recipe: dict, output_dir: str, seed: int, report_to: list[str], r
         save_total_limit=2,
         logging_first_step=True,
         packing=False,
-        completion_only_loss=True,
+        # prompt-completion rows: loss on the completion; multi-turn rows: loss on every assistant turn
+        completion_only_loss=not recipe.get("assistant_only_loss", False),
+        assistant_only_loss=bool(recipe.get("assistant_only_loss", False)),
         seed=seed,
         data_seed=seed,
         report_to=report_to,
@@ -72,8 +102,13 @@ def build_trainer(base_dir: str, train_rows: list[dict], val_rows: list[dict], w
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if recipe.get("bf16") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
-    train = Dataset.from_list([to_prompt_completion(r) for r in train_rows])
-    val = Dataset.from_list([to_prompt_completion(r) for r in val_rows]) if val_rows else None
+    if recipe.get("assistant_only_loss"):
+        tokenizer.chat_template = training_chat_template(tokenizer)
+        as_rows = lambda rows: [{"messages": r["messages"]} for r in rows]  # noqa: E731
+    else:
+        as_rows = lambda rows: [to_prompt_completion(r) for r in rows]  # noqa: E731
+    train = Dataset.from_list(as_rows(train_rows))
+    val = Dataset.from_list(as_rows(val_rows)) if val_rows else None
     args = sft_config(recipe, str(Path(work_dir) / "checkpoints"), seed, report_to or [], run_name, val is not None)
     peft = lora_config(recipe) if recipe.get("method", "lora") == "lora" else None
     return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tokenizer,
@@ -88,6 +123,8 @@ def train_sft(base_dir: str, train_rows: list[dict], val_rows: list[dict], out_d
     `make_run_json(final_metrics) -> dict` gives the provenance written as run.json inside the folder
     before it appears."""
     from transformers.trainer_utils import get_last_checkpoint
+
+    from transformers import AutoTokenizer
 
     started = time.time()
     trainer = build_trainer(base_dir, train_rows, val_rows, work_dir, recipe, seed, report_to, run_name)
@@ -116,7 +153,8 @@ def train_sft(base_dir: str, train_rows: list[dict], val_rows: list[dict], out_d
             model.save_pretrained(Path(tmp) / "adapter")  # the LoRA adapter alone, small
             model = model.merge_and_unload()  # the merged model is what evaluation and the hub use
         model.save_pretrained(tmp, safe_serialization=True)
-        trainer.processing_class.save_pretrained(tmp)
+        # the base's own tokenizer and chat template (training may have used a marked template)
+        AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp)
         with open(Path(tmp) / "training_log.jsonl", "w") as handle:
             for entry in history:
                 handle.write(json.dumps(entry) + "\n")
