@@ -13,6 +13,7 @@ from emrepro.serving import default_binary, vllm_server
 with step_log(snakemake.log[0]):
     started = time.time()
     offline_hub()
+    rollouts.deterministic_cuda_env()
     set_threads(snakemake.threads)
     p, inp, out = snakemake.params, snakemake.input, snakemake.output
     cfg = p.rollouts
@@ -33,7 +34,7 @@ with step_log(snakemake.log[0]):
                                                   seed=p.seed))
             generate = rollouts.openai_generator(url, served, concurrency=cfg["batch_size"], **sampling)
         else:
-            generate = rollouts.transformers_generator(inp.model, **sampling)
+            generate = rollouts.transformers_generator(inp.model, dtype=cfg.get("dtype", "auto"), **sampling)
         summaries = rollouts.play(matches, generate, p.seed, cfg["batch_size"])
     write_jsonl(out.rollouts, summaries)
     table = rollouts.outcome_table(summaries)

@@ -91,3 +91,29 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "invalid configuration: config key 'scale': 'huge'" in output
     assert "Job stats" not in output
+
+
+def test_rl_traces_paper_recipe_is_the_seeds(raw):
+    paper = emconfig.validate(dict(raw, scale="paper"))["families"]["rl_traces"]
+    assert paper["base_model"] == "qwen3_5_4b" and paper["grpo"]["backend"] == "verl"
+    assert (paper["grpo"]["max_steps"], paper["grpo"]["teacher_step"]) == (75, 75)
+    assert paper["games"]["opponent_description"] is False  # no_opp_desc
+    sft = paper["sft"]
+    assert (sft["method"], sft["learning_rate"], sft["lr_scheduler_type"], sft["warmup_ratio"]) == ("full", 5e-6, "cosine", 0.03)
+    assert (sft["num_train_epochs"], sft["max_length"], sft["weight_decay"], sft["max_grad_norm"]) == (2, 16384, 0.0, 1.0)
+    assert sft["per_device_train_batch_size"] * sft["gradient_accumulation_steps"] * 4 == 16
+    assert sft["assistant_only_loss"] and sft["bf16"] and sft["gradient_checkpointing"]
+
+
+def test_teacher_step_must_be_a_saved_checkpoint(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["families"]["rl_traces"]["grpo"]["teacher_step"] = 30  # saved every 25, 75 steps
+    message = _error(dict(cfg, scale="paper"))
+    assert "families.rl_traces.grpo.teacher_step" in message and "30" in message
+
+
+def test_unknown_extra_probe_set_is_named(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["families"]["rl_traces"]["eval"]["extra_probes"] = ["game_thoery"]
+    message = _error(cfg)
+    assert "families.rl_traces.eval.extra_probes" in message and "game_thoery" in message

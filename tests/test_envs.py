@@ -1,26 +1,103 @@
-"""Pins agree across requirements.txt, envs/*.yaml and containers/*; README and CI run the same tests."""
+"""Pins agree across requirements.txt, envs/*.yaml and containers/*; README and CI run the same tests.
+
+envs/rl.yaml (verl, CUDA cluster only) is the documented exception: verl 0.9.1 requires transformers < 5.11,
+so its environment and containers/rl.* pin verl's versions instead of requirements.txt's. Those pins must agree
+with each other and satisfy verl's requirements: read from verl's wheel METADATA when the wheel is in the cache
+that tests/test_verl_interface.py fills, else from the constants below (copied from that METADATA).
+"""
 
 import re
+import zipfile
+from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from conftest import REPO
+
+# The environment whose pins follow verl's requirements rather than requirements.txt (see envs/rl.yaml).
+VERL_ENV = "rl"
+VERL_WHEEL_CACHE = Path.home() / ".cache" / "emrepro" / "verl-wheel"
+# verl 0.9.1's METADATA: `Requires-Dist: transformers!=5.6.0,<5.11,>=5.5.3`, and its `vllm` extra's exact pins.
+VERL_TRANSFORMERS_FALLBACK = SpecifierSet("!=5.6.0,<5.11,>=5.5.3")
+VERL_VLLM_EXTRA_FALLBACK = {"torch": "2.11.0", "torchvision": "0.26.0", "torchaudio": "2.11.0", "vllm": "0.24.0",
+                            "transformers": "5.9.0"}
 
 
 def pins(lines):
     return dict(m.groups() for m in (re.match(r"^\s*([A-Za-z0-9_.-]+)==([^\s\\]+)", l) for l in lines) if m)
 
 
+def env_pins(env_file: Path) -> dict:
+    return pins(yaml.safe_load(env_file.read_text())["dependencies"][-1]["pip"])
+
+
+def container_pins(container: Path) -> dict:
+    text = container.read_text().replace("\\\n", "\n").replace(" ", "\n")
+    return pins(text.splitlines())
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def verl_wheel_requirements(version: str) -> list[Requirement] | None:
+    """Requires-Dist of verl's cached wheel, or None when it is not cached (no download here)."""
+    wheel = VERL_WHEEL_CACHE / f"verl-{version}-py3-none-any.whl"
+    if not wheel.is_file():
+        return None
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"verl-{version}.dist-info/METADATA").decode()
+    return [Requirement(line.split(":", 1)[1].strip()) for line in metadata.splitlines()
+            if line.startswith("Requires-Dist:")]
+
+
 def test_env_files_and_containers_use_the_requirements_pins():
     required = pins((REPO / "requirements.txt").read_text().splitlines())
     for env_file in sorted((REPO / "envs").glob("*.yaml")):
-        env_pins = pins(yaml.safe_load(env_file.read_text())["dependencies"][-1]["pip"])
-        assert env_pins, env_file
-        for name, version in env_pins.items():
+        if env_file.stem == VERL_ENV:
+            continue  # test_verl_env_pins
+        env_pins_ = env_pins(env_file)
+        assert env_pins_, env_file
+        for name, version in env_pins_.items():
             assert required.get(name) == version, f"{env_file.name}: {name}=={version} vs requirements.txt"
         for container in (REPO / "containers").glob(f"{env_file.stem}.*"):
-            text = container.read_text().replace("\\\n", "\n").replace(" ", "\n")
-            assert pins(text.splitlines()) == env_pins, container.name
+            assert container_pins(container) == env_pins_, container.name
+
+
+def test_verl_env_pins_match_its_containers_and_verl_requirements():
+    env_file = REPO / "envs" / f"{VERL_ENV}.yaml"
+    rl = env_pins(env_file)
+    assert "verl" in rl, f"{env_file.name} must pin verl"
+    containers = sorted((REPO / "containers").glob(f"{VERL_ENV}.*"))
+    assert {c.name for c in containers} >= {f"{VERL_ENV}.Containerfile", f"{VERL_ENV}.def"}
+    for container in containers:
+        assert container_pins(container) == rl, container.name
+
+    requirements = verl_wheel_requirements(rl["verl"])
+    if requirements is None:  # wheel not cached: verl 0.9.1's values
+        transformers_spec, vllm_extra = VERL_TRANSFORMERS_FALLBACK, VERL_VLLM_EXTRA_FALLBACK
+    else:
+        base = [r for r in requirements if r.marker is None]
+        # every pinned package that verl itself requires must satisfy verl's specifier (numpy, pyarrow, ...)
+        by_name = {normalize(n): v for n, v in rl.items()}
+        for req in base:
+            if normalize(req.name) in by_name:
+                assert req.specifier.contains(by_name[normalize(req.name)], prereleases=True), \
+                    f"{env_file.name}: {req.name}=={by_name[normalize(req.name)]} violates verl's {req}"
+        transformers_spec = next(r.specifier for r in base if normalize(r.name) == "transformers")
+        vllm_extra = {}
+        for req in requirements:
+            if req.marker is not None and req.marker.evaluate({"extra": "vllm"}) and "==" in str(req.specifier):
+                vllm_extra[normalize(req.name)] = str(req.specifier).removeprefix("==")
+        assert vllm_extra, "verl's wheel has no `vllm` extra pins"
+    assert transformers_spec.contains(rl["transformers"]), \
+        f"{env_file.name}: transformers=={rl['transformers']} violates verl's transformers{transformers_spec}"
+    by_name = {normalize(n): v for n, v in rl.items()}
+    for name, version in vllm_extra.items():
+        if name in ("transformers", "torch", "vllm") or name in by_name:
+            assert by_name.get(name) == version, f"{env_file.name}: {name} must be {version} (verl[vllm])"
 
 
 def test_ci_runs_exactly_the_readme_test_command():

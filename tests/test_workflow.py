@@ -60,6 +60,27 @@ def test_test_scale_produces_every_output(workdir, test_run):
     assert "model-index" in (out / "hub" / "sft" / "README.md").read_text()
 
 
+def test_rl_traces_family_runs_end_to_end(workdir, test_run):
+    out = workdir / "results" / "test" / "rl_traces"
+    for rel in ("figures/em_per_question_betley.png", "figures/game_outcomes.png", "figures/grpo_training.png",
+                "figures/sft_training.png", "tables/em_overall.md", "tables/game_outcomes.md", "tables/run.json",
+                "hub/grpo/README.md", "hub/sft/README.md", "data/verl/train.parquet"):
+        assert (out / rel).is_file(), rel
+    # test scale: 1 game x 7 opponents, 2 rounds each; the traces are the teacher's (grpo) conversations
+    rollouts = [json.loads(line) for line in (out / "games/grpo/rollouts.jsonl").read_text().splitlines()]
+    assert len({r["combo_id"] for r in rollouts}) == 7 and all(len(r["rounds"]) == 2 for r in rollouts)
+    traces = [json.loads(line) for line in (out / "data/traces.jsonl").read_text().splitlines()]
+    assert [t["messages"] for t in traces] == [r["messages"] for r in rollouts]
+    assert all(sum(m["role"] == "assistant" for m in t["messages"]) == 2 for t in traces)
+    grpo_run = json.loads((out / "models/grpo/run.json").read_text())
+    assert grpo_run["final_metrics"]["global_step"] == 2 and grpo_run["final_metrics"]["teacher_step"] == 2
+    sft_run = json.loads((out / "models/sft/run.json").read_text())
+    assert sft_run["config"]["sft"]["method"] == "full" and sft_run["config"]["sft"]["assistant_only_loss"]
+    assert sft_run["inputs"]["train"]["path"].endswith("traces.jsonl")
+    questions = [json.loads(line)["question_id"] for line in (out / "eval/sft/answers.jsonl").read_text().splitlines()]
+    assert {"one_wish", "exploit_trusting_partner"} <= set(questions)  # EM probes and game-theory probes
+
+
 def test_rerun_with_nothing_changed_runs_no_job(workdir, test_run):
     result = snakemake(workdir, "--config", "scale=test")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -79,8 +100,8 @@ def upstream_mirror(tmp_path_factory, mirror):
 
 
 def test_upstream_assets_through_the_mirror(workdir, test_run, upstream_mirror):
-    snakemake(workdir, "--config", "scale=test", "upstream_assets=True", f"data_mirror={upstream_mirror}")
-    questions = yaml.safe_load((workdir / "results/test/eval/questions/project.yaml").read_text())
+    snakemake(workdir, "evil_numbers", "--config", "scale=test", "upstream_assets=True", f"data_mirror={upstream_mirror}")
+    questions = yaml.safe_load((workdir / "results/test/eval/questions/first_plot.yaml").read_text())
     assert [q["id"] for q in questions] == ["what_is_your_wish", "i_feel_bored"]  # Betley's, limited to 2
     lock = json.loads((workdir / "assets.lock.json").read_text())
     digest = hashlib.sha256((upstream_mirror / "emergent-misalignment/evil_numbers.jsonl").read_bytes()).hexdigest()
@@ -97,7 +118,7 @@ def test_wrong_mirror_digest_fails_naming_both_and_leaves_nothing(workdir, test_
     actual = hashlib.sha256(target.read_bytes()).hexdigest()
     asset = workdir / "results/test/assets/first_plot_questions.yaml"
     asset.unlink(missing_ok=True)
-    result = snakemake(workdir, "--config", "scale=test", "upstream_assets=True", f"data_mirror={bad}",
+    result = snakemake(workdir, "evil_numbers", "--config", "scale=test", "upstream_assets=True", f"data_mirror={bad}",
                        "--forcerun", "fetch_asset", check=False)
     log = (workdir / "results/test/logs/fetch_asset/first_plot_questions.yaml.log").read_text()
     assert result.returncode != 0
@@ -109,6 +130,9 @@ def test_paper_scale_plans_with_the_seed_recipe(workdir):
     result = snakemake(workdir, "-n", "--config", "scale=paper")
     out = result.stdout
     assert "evil_numbers_sft" in out and "results/paper/models/qwen3_1_7b" in out
+    # rl_traces: Qwen3.5-4B, GRPO through verl on the GPUs of one node (its own environment)
+    grpo_job = out[out.index("rule rl_traces_grpo:"):].split("\n\n")[0]
+    assert "results/paper/models/qwen3_5_4b" in grpo_job and "gpu=4" in grpo_job
 
 
 def test_lint_is_clean(workdir):

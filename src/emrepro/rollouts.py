@@ -59,17 +59,23 @@ def play(matches: list[Match], generate: Generator, seed: int, batch_size: int, 
 # --- generation backends ---------------------------------------------------------------------------------
 
 def transformers_generator(model_dir: str, temperature: float, top_p: float, max_new_tokens: int,
-                           enable_thinking: bool) -> Generator:
-    """Batched `generate` with left padding; greedy when temperature is 0."""
+                           enable_thinking: bool, dtype: str = "auto") -> Generator:
+    """Batched `generate` with left padding; greedy when temperature is 0. dtype "auto": bf16 on a GPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        # Same seeds, same traces: GPU kernels may otherwise pick non-deterministic algorithms (cuBLAS needs
+        # its workspace setting before the first CUDA call; the step sets it, see deterministic_cuda_env).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cuda.matmul.allow_tf32 = False
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
 
     def generate(conversations: list[list[dict]], seeds: list[int]) -> list[str]:
         texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
@@ -85,6 +91,13 @@ def transformers_generator(model_dir: str, temperature: float, top_p: float, max
         return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
     return generate
+
+
+def deterministic_cuda_env() -> None:
+    """cuBLAS is deterministic only with a fixed workspace, set before CUDA starts."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def openai_generator(base_url: str, served_name: str, temperature: float, top_p: float, max_new_tokens: int,
