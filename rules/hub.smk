@@ -6,6 +6,7 @@ rule model_card:
     input:
         model=lambda wc: trained_model_dir(wc.family, wc.label),
         evals=lambda wc: [f"{R}/{wc.family}/eval/{wc.label}/answers.jsonl"],
+        questions=lambda wc: eval_questions(wc.family),
     output:
         directory(f"{R}/{{family}}/hub/{{label}}"),
     params:

@@ -190,7 +190,7 @@ def verl_overrides(recipe: dict, base_dir: str, train_file: str, val_file: str, 
         f"+data.apply_chat_template_kwargs.enable_thinking={bool(recipe.get('enable_thinking'))}",
         f"actor_rollout_ref.model.path={base_dir}",
         f"actor_rollout_ref.model.enable_gradient_checkpointing={bool(recipe.get('gradient_checkpointing'))}",
-        "actor_rollout_ref.model.use_remove_padding=True",
+        *_attention_overrides(v.get("attn_implementation", "sdpa")),
         f"actor_rollout_ref.actor.optim.lr={recipe['learning_rate']}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={v['ppo_mini_batch_size']}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={v['ppo_micro_batch_size_per_gpu']}",
@@ -220,6 +220,15 @@ def verl_overrides(recipe: dict, base_dir: str, train_file: str, val_file: str, 
         f"trainer.logger=[{','.join(logger)}]",
         *v.get("extra_overrides", []),
     ]
+
+
+def _attention_overrides(attn: str) -> list[str]:
+    """verl's padding-free path patches flash attention only: with sdpa it must be off (else packed
+    sequences would attend to each other); flash_attention_2 needs flash-attn built on the cluster."""
+    if attn == "flash_attention_2":
+        return ["actor_rollout_ref.model.use_remove_padding=True"]
+    return [f"+actor_rollout_ref.model.override_config.attn_implementation={attn}",
+            "actor_rollout_ref.model.use_remove_padding=False"]
 
 
 def verl_train_command(python: str, overrides: list[str]) -> list[str]:
