@@ -175,11 +175,13 @@ def plot_game_outcomes(outcomes: pd.DataFrame, path: str | Path, title: str) -> 
     for ax, (column, label, ylim) in zip(axes, panels):
         pivot = outcomes.pivot(index="opponent", columns="model", values=column)
         pivot = pivot[list(dict.fromkeys(outcomes["model"]))]
-        pivot.plot.bar(ax=ax, rot=45)
+        pivot.plot.bar(ax=ax, rot=0, legend=False)
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
         ax.set_ylabel(label)
         ax.set_ylim(*ylim)
         ax.set_xlabel("")
         ax.grid(alpha=0.3, axis="y")
+    axes[-1].legend(title="model", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle(title)
     _save(fig, path)
     plt.close(fig)
