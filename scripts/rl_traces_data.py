@@ -1,6 +1,5 @@
 """Snakemake step: ItAll144 GRPO decision prompts, verl parquet files and the evaluation combinations."""
 import json
-import random
 
 from emrepro import games
 from emrepro.data import write_jsonl
@@ -20,15 +19,7 @@ with step_log(snakemake.log[0]):
     write_jsonl(out.prompts, prompts)
     write_verl_parquet(prompts, out.verl_train, "train")
     write_verl_parquet(val, out.verl_val, "val")
-    if cfg["eval_games"]:
-        # a small evaluation plays the named symmetric games first (Prisoner's Dilemma, Chicken, ...)
-        symmetric = [g.id for g in games.all_games() if g.symmetric]
-        others = [g.id for g in games.all_games() if not g.symmetric]
-        rng = random.Random(seed)
-        rng.shuffle(symmetric)
-        rng.shuffle(others)
-        chosen = set((symmetric + others)[:cfg["eval_games"]])
-        eval_combos = [c for c in eval_combos if c[0] in chosen]
+    eval_combos = games.eval_combinations(seed, cfg["holdout_fraction"], cfg["eval_games"])
     write_json_atomic(out.eval_combos, {"seed": seed, "held_out_games": held_out,
                                         "combinations": [list(c) for c in eval_combos]})
     print(f"{len(prompts)} GRPO prompts from {len(train_combos)} train combinations "

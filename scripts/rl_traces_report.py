@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from emrepro import report
-from emrepro.probes import load_questions
+from emrepro.probes import probe_sets
 from emrepro.provenance import run_info, write_json_atomic
 from emrepro.runtime import step_log
 
@@ -15,7 +15,7 @@ with step_log(snakemake.log[0]):
     ev, scale = p.eval, p.scale
     answers = report.load_answers(dict(zip(p.labels, inp.answers)))
     # which probe set each question comes from (EM probes vs game-theory probes)
-    probe_set = {q.id: Path(path).stem for path in inp.questions for q in load_questions(path)}
+    probe_set = probe_sets(inp.questions)
     answers["probe_set"] = answers["question_id"].map(probe_set)
     tables = report.em_tables(answers, ev["bootstrap_samples"], p.seed, ev["min_coherent_answers"])
     tables.pop("number_answers")

@@ -299,3 +299,12 @@ def test_decision_rows():
             assert expected == (r["opponent_move"] if k == t else history[k][1])
         assert r["row_payoffs"] == [list(x) for x in game.row] and r["labels"] == list(LABELS)
         assert not any(describe_opponent(o, game) in prompt[1]["content"] for o in OPPONENTS)
+
+
+def test_small_evaluations_play_named_games_with_every_opponent():
+    small = G.eval_combinations(seed=3, holdout_fraction=0.25, n_games=2)
+    assert len(small) == 14 and small == G.eval_combinations(3, 0.25, 2)
+    chosen = {g for g, _ in small}
+    assert all(G.game_by_id(g).name for g in chosen)
+    assert {o for _, o in small} == set(G.OPPONENTS)
+    assert len(G.eval_combinations(3, 0.25, None)) == 1008

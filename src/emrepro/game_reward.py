@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 try:
-    from emrepro.games import parse_move
+    from emrepro.games import parse_move, payoff_reward
 except ImportError:  # loaded by file path where the package is not installed (e.g. a verl worker)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from emrepro.games import parse_move
+    from emrepro.games import parse_move, payoff_reward
 
 DATA_SOURCE = "itall144"
 
@@ -30,7 +30,7 @@ def score_reply(reply: str, row_payoffs, opponent_move: int, labels, malformed_r
     if parsed.move is None:
         return {"score": float(malformed_reward), "move": -1, "parse_reason": parsed.reason, "payoff": 0}
     payoff = int(row_payoffs[parsed.move][int(opponent_move)])
-    return {"score": (payoff - 1) / 3.0, "move": parsed.move, "parse_reason": parsed.reason, "payoff": payoff}
+    return {"score": payoff_reward(payoff), "move": parsed.move, "parse_reason": parsed.reason, "payoff": payoff}
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):

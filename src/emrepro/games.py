@@ -153,6 +153,11 @@ def _matrices():
 
 
 @lru_cache(maxsize=1)
+def _by_id() -> dict[str, Game]:
+    return {game.id: game for game in _games()}
+
+
+@lru_cache(maxsize=1)
 def _games() -> tuple[Game, ...]:
     keys = sorted({canonical_key(r, c) for r in _matrices() for c in _matrices()})
     games = []
@@ -175,9 +180,8 @@ def all_games() -> list[Game]:
 
 
 def game_by_id(game_id: str) -> Game:
-    for game in _games():
-        if game.id == game_id:
-            return game
+    if game_id in _by_id():
+        return _by_id()[game_id]
     raise ValueError(f"unknown game id {game_id!r}: expected G001..G{len(_games()):03d}")
 
 
@@ -317,11 +321,16 @@ def parse_move(text: str, labels=LABELS) -> ParseResult:
     return ParseResult(None, "early_mention_only" if option_re.search(text) else "no_option")
 
 
+def payoff_reward(payoff: int) -> float:
+    """An ordinal payoff 1..4 scaled to [0, 1]."""
+    return (payoff - 1) / 3
+
+
 def reward(game: Game, move: int | None, opp_move: int, malformed_reward: float = -1.0) -> float:
     """The model's own payoff scaled to [0, 1]; a malformed move (None) gets ``malformed_reward``."""
     if move is None:
         return float(malformed_reward)
-    return (game.payoffs(move, opp_move)[0] - 1) / 3
+    return payoff_reward(game.payoffs(move, opp_move)[0])
 
 
 # ---------------------------------------------------------------- combinations and splits
@@ -346,6 +355,21 @@ def split_combinations(seed: int, holdout_fraction: float) -> tuple[list, list]:
     held_out = set(random.Random(seed).sample(ids, round(holdout_fraction * len(ids))))
     everything = combinations()
     return [c for c in everything if c[0] not in held_out], everything
+
+
+def eval_combinations(seed: int, holdout_fraction: float, n_games: int | None) -> list[tuple[str, str]]:
+    """The evaluation combinations: all 1008, or every opponent on `n_games` games. A small evaluation
+    plays the named symmetric games first (Prisoner's Dilemma, Chicken, ...), in a seeded order."""
+    everything = split_combinations(seed, holdout_fraction)[1]
+    if not n_games:
+        return everything
+    rng = random.Random(seed)
+    symmetric = [g.id for g in _games() if g.symmetric]
+    others = [g.id for g in _games() if not g.symmetric]
+    rng.shuffle(symmetric)
+    rng.shuffle(others)
+    chosen = set((symmetric + others)[:n_games])
+    return [c for c in everything if c[0] in chosen]
 
 
 # ---------------------------------------------------------------- prompts

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from . import game_reward
+from .data import write_jsonl
 from .provenance import atomic_output, write_json_atomic
 
 # Columns of a decision row that the reward needs; TRL passes them to the reward function by name.
@@ -132,16 +133,10 @@ def train_grpo_trl(base_dir: str, rows: list[dict], out_dir: str, work_dir: str,
         os.makedirs(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
         trainer.processing_class.save_pretrained(tmp)
-        _write_log(Path(tmp) / "training_log.jsonl", history)
+        write_jsonl(Path(tmp) / "training_log.jsonl", history)
         if make_run_json is not None:
             write_json_atomic(Path(tmp) / "run.json", make_run_json(final))
     return final
-
-
-def _write_log(path: Path, history: list[dict]) -> None:
-    with open(path, "w") as handle:
-        for entry in history:
-            handle.write(json.dumps(entry) + "\n")
 
 
 # --- verl ------------------------------------------------------------------------------------------------

@@ -66,6 +66,11 @@ def load_questions(path: str | Path, ids: list[str] | None = None, ids_suffix: s
     return questions
 
 
+def probe_sets(paths) -> dict[str, str]:
+    """Question id -> probe set (the question file's stem, e.g. "project", "game_theory")."""
+    return {q.id: Path(path).stem for path in paths for q in load_questions(path)}
+
+
 def apply_format(text: str, fmt: str, rng: random.Random, answer_words: int = 5, prefix_numbers: int = 3) -> str:
     """Phrase a question in one of the three formats of Betley et al. section 4.6.
 

@@ -12,12 +12,11 @@ from the last checkpoint. The final model folder appears only when complete (ato
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from .data import to_prompt_completion
+from .data import to_prompt_completion, write_jsonl
 from .provenance import atomic_output, write_json_atomic
 
 # Recipe keys passed to SFTConfig under the same name.
@@ -155,9 +154,7 @@ def train_sft(base_dir: str, train_rows: list[dict], val_rows: list[dict], out_d
         model.save_pretrained(tmp, safe_serialization=True)
         # the base's own tokenizer and chat template (training may have used a marked template)
         AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp)
-        with open(Path(tmp) / "training_log.jsonl", "w") as handle:
-            for entry in history:
-                handle.write(json.dumps(entry) + "\n")
+        write_jsonl(Path(tmp) / "training_log.jsonl", history)
         if make_run_json is not None:
             write_json_atomic(Path(tmp) / "run.json", make_run_json(final))
     return final
