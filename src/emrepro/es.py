@@ -87,7 +87,7 @@ def unique_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parame
 class ESEngine:
     """Perturb, restore and update over a flat fp32 master copy of a model's parameters."""
 
-    def __init__(self, model: torch.nn.Module, settings: ESSettings):
+    def __init__(self, model: torch.nn.Module, settings: ESSettings, noise_cache_mb: float = 0):
         self.model, self.settings = model, settings
         named = unique_parameters(model)
         self.names = [name for name, _ in named]
@@ -98,7 +98,14 @@ class ESEngine:
         self.offsets = np.concatenate([[0], np.cumsum(self.numels)]).tolist()
         self.device = self.params[0].device
         self.master = torch.cat([p.detach().reshape(-1).to(torch.float32) for p in self.params])
-        self._eps = torch.empty_like(self.master)  # one member's noise at a time
+        # Buffers live across iterations: fresh multi-GB allocations cost more in page faults than the maths.
+        self._eps = torch.empty_like(self.master)
+        self._step = torch.empty_like(self.master)
+        self._stacks: dict[int, list[torch.Tensor]] = {}
+        # Noise of evaluated members kept for the update (instead of generating it again), within a budget.
+        self._cache_slots = int(noise_cache_mb * 2**20 // (4 * self.master.numel()))
+        self._cache_buffers: list[torch.Tensor] = []
+        self._cached: dict[int, torch.Tensor] = {}
         self.iteration = 0
 
     # -- noise ---------------------------------------------------------------------------------------
@@ -120,11 +127,23 @@ class ESEngine:
             out.neg_()
         return out
 
-    def noise(self, member: int) -> torch.Tensor:
-        """The member's noise over all tensors as one flat fp32 vector (a reused buffer: copy to keep it)."""
+    def noise(self, member: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The member's noise over all tensors as one flat fp32 vector (into `out`, default a reused buffer)."""
+        out = self._eps if out is None else out
         for k in range(len(self.params)):
-            self.tensor_noise(member, k, out=self._eps[self.offsets[k]:self.offsets[k + 1]])
-        return self._eps
+            self.tensor_noise(member, k, out=out[self.offsets[k]:self.offsets[k + 1]])
+        return out
+
+    def _evaluation_noise(self, member: int) -> torch.Tensor:
+        """Noise for evaluating a member, kept for the update while cache slots last."""
+        if member in self._cached:
+            return self._cached[member]
+        if len(self._cached) < self._cache_slots:
+            if len(self._cache_buffers) <= len(self._cached):
+                self._cache_buffers.append(torch.empty_like(self.master))
+            self._cached[member] = self.noise(member, out=self._cache_buffers[len(self._cached)])
+            return self._cached[member]
+        return self.noise(member)
 
     # -- the four steps ------------------------------------------------------------------------------
     def _segment(self, flat: torch.Tensor, k: int) -> torch.Tensor:
@@ -136,10 +155,12 @@ class ESEngine:
                 param.copy_(self._segment(flat, k))  # cast to the model dtype
 
     def perturb(self, member: int) -> None:
-        """Model weights := master + sigma * eps_member (in the model dtype)."""
-        eps = self.noise(member)
-        eps.mul_(self.settings.sigma).add_(self.master)
-        self._write(eps)
+        """Model weights := master + sigma * eps_member (computed in fp32, stored in the model dtype)."""
+        eps = self._evaluation_noise(member)
+        with torch.no_grad():
+            for k, param in enumerate(self.params):
+                torch.add(self._segment(self.master, k), self._segment(eps, k), alpha=self.settings.sigma,
+                          out=param.data)
 
     def restore(self) -> None:
         """Model weights := master (cast): bit-identical to the weights before `perturb`."""
@@ -147,12 +168,16 @@ class ESEngine:
 
     def perturbed_stack(self, members: list[int]) -> list[torch.Tensor]:
         """Per tensor, the perturbed weights of several members stacked on a leading axis (model dtype)."""
-        stacks = [torch.empty((len(members), *p.shape), dtype=p.dtype, device=self.device) for p in self.params]
-        for i, member in enumerate(members):
-            eps = self.noise(member)
-            eps.mul_(self.settings.sigma).add_(self.master)
-            for k, stack in enumerate(stacks):
-                stack[i].copy_(self._segment(eps, k))
+        if len(members) not in self._stacks:
+            self._stacks[len(members)] = [torch.empty((len(members), *p.shape), dtype=p.dtype, device=self.device)
+                                          for p in self.params]
+        stacks = self._stacks[len(members)]
+        with torch.no_grad():
+            for i, member in enumerate(members):
+                eps = self._evaluation_noise(member)
+                for k, stack in enumerate(stacks):
+                    torch.add(self._segment(self.master, k), self._segment(eps, k), alpha=self.settings.sigma,
+                              out=stack[i])
         return stacks
 
     def shaped(self, rewards) -> torch.Tensor:
@@ -165,21 +190,26 @@ class ESEngine:
         return (r - r.mean()) / (r.std(unbiased=False) + 1e-8)
 
     def update(self, rewards) -> float:
-        """theta += alpha / N * sum_n w_n eps_n, accumulated in fp32 in member order; returns the step's norm."""
+        """theta += alpha / N * sum_n w_n eps_n, accumulated in fp32 in member order; returns the step's norm.
+
+        The noise is the same whether it was kept from evaluation or generated again, so the result does not
+        depend on which members this process evaluated."""
         weights = self.shaped(rewards).to(torch.float32).tolist()
-        step = torch.zeros_like(self.master)
+        step = self._step.zero_()
         for member, w in enumerate(weights):
             if w != 0.0:
-                step.add_(self.noise(member), alpha=w)
+                step.add_(self._cached[member] if member in self._cached else self.noise(member), alpha=w)
         step.mul_(self.settings.alpha / len(weights))
         self.master.add_(step)
         self._write(self.master)
+        self._cached.clear()
         self.iteration += 1
         return float(step.norm())
 
     def load_master(self, master: torch.Tensor, iteration: int) -> None:
         self.master.copy_(master.to(self.master.device, torch.float32))
         self.iteration = iteration
+        self._cached.clear()
         self._write(self.master)
 
 
@@ -378,6 +408,7 @@ class ESRun:
     reward_factory: object = None  # callable(spec) -> reward_fn; default rewards.build_reward
     workers: int = 1
     threads: int = 1
+    noise_cache_mb: float = 0      # per process: keep evaluated members' noise for the update
     wandb: dict | None = None
     run_json: dict | None = None  # provenance written into every checkpoint (metrics added per epoch)
     stop_after: int | None = None  # tests: stop (as if killed) once this many iterations are logged
@@ -425,7 +456,7 @@ def train_worker(rank: int, run: ESRun) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=run.workers)
     try:
         model, tokenizer = _load(run, device)
-        engine = ESEngine(model, run.settings)
+        engine = ESEngine(model, run.settings, run.noise_cache_mb)
         factory = run.reward_factory
         if factory is None:
             from .rewards import build_reward as factory

