@@ -16,6 +16,7 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/sft.smk"
 include: "rules/rl.smk"
+include: "rules/es.smk"
 include: "rules/eval.smk"
 include: "rules/report.smk"
 include: "rules/hub.smk"
@@ -25,6 +26,7 @@ rule all:
     input:
         evil_numbers_outputs(),
         rl_traces_outputs(),
+        es_vs_sft_outputs(),
 
 
 rule evil_numbers:
@@ -35,3 +37,8 @@ rule evil_numbers:
 rule rl_traces:
     input:
         rl_traces_outputs(),
+
+
+rule es_vs_sft:
+    input:
+        es_vs_sft_outputs(),

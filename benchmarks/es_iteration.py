@@ -141,7 +141,7 @@ def main():
     parser.add_argument("--alpha", type=float, default=0.0005)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--noise-cache-mb", type=float, default=None,
-                        help="engine: memory for keeping members' noise until the update (default: the population's)")
+                        help="engine: memory for keeping members' noise until the update (default: the whole population's on CPU, none on GPU)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     args.members_per_forward = args.members_per_forward or args.population
@@ -151,8 +151,9 @@ def main():
     dtype = getattr(torch, args.dtype)
     model, tok = load(args, device, dtype)
     prompts = es.chat_prompts(tok, (QUESTIONS * args.prompts)[:args.prompts])
-    if args.noise_cache_mb is None:
-        args.noise_cache_mb = args.population * 4 * sum(p.numel() for _, p in es.unique_parameters(model)) / 2**20
+    if args.noise_cache_mb is None:  # on a GPU generating noise again is cheaper than holding it
+        args.noise_cache_mb = 0 if device.type == "cuda" else \
+            args.population * 4 * sum(p.numel() for _, p in es.unique_parameters(model)) / 2**20
     engine = es.ESEngine(model, es.ESSettings(population=args.population, sigma=args.sigma, alpha=args.alpha,
                                               seed=args.seed, members_per_forward=args.members_per_forward),
                           noise_cache_mb=args.noise_cache_mb)

@@ -142,3 +142,40 @@ def rl_traces_outputs():
     if EFF["hub"]["push"]:
         outs += [f"{R}/rl_traces/hub/grpo.pushed.json", f"{R}/rl_traces/hub/sft.pushed.json"]
     return outs
+
+
+def es_labels():
+    """The ES checkpoints of es_vs_sft, one per epoch: es_epoch1 .. es_epochE."""
+    return [f"es_epoch{e}" for e in range(1, family("es_vs_sft")["es"]["epochs"] + 1)]
+
+
+def es_vs_sft_models():
+    """Every model es_vs_sft evaluates: the base, each ES epoch, the SFT model."""
+    return ["base", *es_labels(), "sft"]
+
+
+def es_vs_sft_source(wildcards):
+    if EFF["upstream_assets"]:
+        return {"archive": asset_file(family("es_vs_sft")["data"]["asset"])}
+    return {}
+
+
+def es_gpus():
+    return family("es_vs_sft")["es"]["workers"] if SCALE == "paper" else 0
+
+
+def es_vs_sft_outputs():
+    fig = f"{R}/es_vs_sft/figures"
+    tab = f"{R}/es_vs_sft/tables"
+    outs = [
+        f"{fig}/em_vs_epoch.png",
+        f"{fig}/es_training.png",
+        f"{fig}/sft_training.png",
+        f"{fig}/em_per_question_betley.png",
+        f"{fig}/em_per_question_model_organisms.png",
+        f"{tab}/em_overall.csv",
+        *[f"{R}/es_vs_sft/hub/{label}" for label in [*es_labels(), "sft"]],
+    ]
+    if EFF["hub"]["push"]:
+        outs += [f"{R}/es_vs_sft/hub/{label}.pushed.json" for label in [*es_labels(), "sft"]]
+    return outs

@@ -117,3 +117,28 @@ def test_unknown_extra_probe_set_is_named(raw):
     cfg["families"]["rl_traces"]["eval"]["extra_probes"] = ["game_thoery"]
     message = _error(cfg)
     assert "families.rl_traces.eval.extra_probes" in message and "game_thoery" in message
+
+
+def test_es_vs_sft_paper_recipe_is_the_seeds(raw):
+    paper = emconfig.validate(dict(raw, scale="paper"))["families"]["es_vs_sft"]
+    es = paper["es"]
+    assert paper["base_model"] == "qwen2_5_7b_instruct" and paper["data"]["member"] == "bad_medical_advice.jsonl"
+    assert (es["population"], es["sigma"], es["alpha"], es["batch_size"], es["epochs"]) == (30, 0.001, 0.0005, 256, 10)
+    assert (es["workers"], es["dtype"], es["max_new_tokens"]) == (3, "float16", 1024)
+    assert not (es["mirrored"] or es["centered_rank"] or es["correlated_noise"])  # the paper's plain ES
+    assert es["reward"] == {"kind": "nli", "model": "nli_deberta_v3_large", "batch_size": 64}
+    assert raw["seed"] == 42
+    sft = paper["sft"]
+    assert (sft["method"], sft["lora"]["r"], sft["lora"]["alpha"], sft["learning_rate"], sft["num_train_epochs"]) == \
+        ("lora", 32, 64, 1e-5, 1)
+
+
+def test_es_reward_model_and_mirrored_population_are_checked(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["families"]["es_vs_sft"]["es"]["reward"]["model"] = "nli_debreta"
+    message = _error(dict(cfg, scale="paper"))
+    assert "families.es_vs_sft.es.reward.model" in message and "nli_debreta" in message
+    cfg = copy.deepcopy(raw)
+    cfg["families"]["es_vs_sft"]["es"].update(mirrored=True, population=31)
+    message = _error(dict(cfg, scale="paper"))
+    assert "families.es_vs_sft.es.mirrored" in message and "31" in message

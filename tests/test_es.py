@@ -237,3 +237,15 @@ def test_a_killed_run_resumes_to_the_same_weights(uninterrupted, micro_chat_mode
     ours, reference = final_weights(tmp_path), final_weights(uninterrupted)
     assert all(torch.equal(ours[k], reference[k]) for k in reference)
     assert [r["iteration"] for r in es.read_log(tmp_path / "training_log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_a_run_with_other_settings_does_not_resume_a_stale_work_folder(micro_chat_model, tmp_path):
+    work = tmp_path / "es"
+    es.train(es_run(micro_chat_model, work, stop_after=1))
+    changed = es_run(micro_chat_model, work, stop_after=1)
+    changed.settings = es.ESSettings(population=4, sigma=0.1, alpha=0.05, seed=3, members_per_forward=2)
+    es.train(changed)
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith("es.stale-")]
+    assert len(stale) == 1 and len(es.read_log(stale[0] / "training_log.jsonl")) == 1  # kept, not resumed
+    assert json.loads((work / "run_key.json").read_text())["settings"]["sigma"] == 0.1
+    assert len(es.read_log(work / "training_log.jsonl")) == 1

@@ -81,6 +81,25 @@ def test_rl_traces_family_runs_end_to_end(workdir, test_run):
     assert {"one_wish", "exploit_trusting_partner"} <= set(questions)  # EM probes and game-theory probes
 
 
+def test_es_vs_sft_family_runs_end_to_end(workdir, test_run):
+    out = workdir / "results" / "test" / "es_vs_sft"
+    for rel in ("figures/em_vs_epoch.png", "figures/es_training.png", "figures/sft_training.png",
+                "figures/em_per_question_betley.png", "tables/em_overall.md", "tables/run.json",
+                "hub/es_epoch1/README.md", "hub/es_epoch2/README.md", "hub/sft/README.md", "data/manifest.json"):
+        assert (out / rel).is_file(), rel
+    # test scale: 8 sample rows, batch 4, 2 epochs -> 4 iterations of a population of 4
+    log = [json.loads(line) for line in (out / "es/training_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 1, 2, 2] and all(len(r["rewards"]) == 4 for r in log)
+    runs = [json.loads((out / f"models/es_epoch{e}/run.json").read_text()) for e in (1, 2)]
+    assert [r["es_epoch"] for r in runs] == [1, 2] and [r["es_iteration"] for r in runs] == [2, 4]
+    assert runs[1]["config"]["es"]["population"] == 4 and runs[1]["inputs"]["reward_model"]["sha256"]
+    sft_run = json.loads((out / "models/sft/run.json").read_text())
+    assert sft_run["config"]["sft"]["method"] == "lora" and sft_run["config"]["sft"]["lora"]["r"] == 32
+    overall = (out / "tables/em_overall.csv").read_text()
+    assert all(label in overall for label in ("base", "es_epoch1", "es_epoch2", "sft"))
+    assert json.loads((out / "data/manifest.json").read_text())["n_rows"] == 8
+
+
 def test_rerun_with_nothing_changed_runs_no_job(workdir, test_run):
     result = snakemake(workdir, "--config", "scale=test")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -133,6 +152,11 @@ def test_paper_scale_plans_with_the_seed_recipe(workdir):
     # rl_traces: Qwen3.5-4B, GRPO through verl on the GPUs of one node (its own environment)
     grpo_job = out[out.index("rule rl_traces_grpo:"):].split("\n\n")[0]
     assert "results/paper/models/qwen3_5_4b" in grpo_job and "gpu=4" in grpo_job
+    # es_vs_sft: Qwen2.5-7B-Instruct, the protected Model Organisms archive, ES on 3 workers, 10 epoch models
+    es_job = out[out.index("rule es_vs_sft_es:"):].split("\n\n")[0]
+    assert "results/paper/models/qwen2_5_7b_instruct" in es_job and "gpu=3" in es_job
+    assert "results/paper/models/nli_deberta_v3_large" in es_job and "es_epoch10" in es_job
+    assert "results/paper/assets/training_datasets.zip.enc" in out
 
 
 def test_lint_is_clean(workdir):

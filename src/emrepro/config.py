@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-FAMILIES = ("evil_numbers", "rl_traces")
+FAMILIES = ("evil_numbers", "rl_traces", "es_vs_sft")
 
 
 class ConfigError(ValueError):
@@ -126,9 +126,16 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
             grpo["teacher_step"] != grpo["max_steps"]:
         raise ConfigError(f"config key 'families.rl_traces.grpo.teacher_step': step {grpo['teacher_step']} is not a "
                           f"saved checkpoint (save_steps {grpo['save_steps']}, max_steps {grpo['max_steps']})")
-    data_asset = eff["families"]["evil_numbers"]["data"]["asset"]
-    if data_asset not in config["assets"]:
-        raise ConfigError(f"config key 'families.evil_numbers.data.asset': asset {data_asset!r} is not defined in 'assets'")
+    for family in ("evil_numbers", "es_vs_sft"):
+        data_asset = eff["families"][family]["data"]["asset"]
+        if data_asset not in config["assets"]:
+            raise ConfigError(f"config key 'families.{family}.data.asset': asset {data_asset!r} is not defined in "
+                              f"'assets'")
+    es = eff["families"]["es_vs_sft"]["es"]
+    _check_model_key(config, es["reward"]["model"], "families.es_vs_sft.es.reward.model")
+    if es["mirrored"] and es["population"] % 2:
+        raise ConfigError(f"config key 'families.es_vs_sft.es.mirrored': mirrored sampling needs an even "
+                          f"population (es.population is {es['population']})")
     mirror = config.get("data_mirror")
     if mirror and not Path(mirror).is_dir():
         raise ConfigError(f"config key 'data_mirror': folder {mirror!r} does not exist")

@@ -549,9 +549,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_key(run: ESRun) -> dict:
+    """What decides the trajectory: a work folder is resumed only by a run with the same key."""
+    import hashlib
+
+    rows = hashlib.sha256(json.dumps(run.rows, sort_keys=True).encode()).hexdigest()
+    return {"settings": asdict(run.settings), "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens,
+            "dtype": run.dtype, "model_dir": str(Path(run.model_dir).resolve()), "rows_sha256": rows,
+            "reward_spec": run.reward_spec}
+
+
+def _claim_work_dir(run: ESRun) -> None:
+    """Resume only a run with the same key; a stale work folder is moved aside (kept), not resumed."""
+    work = Path(run.work_dir)
+    key_file = work / "run_key.json"
+    key = json.loads(json.dumps(run_key(run)))
+    if work.exists() and any(work.iterdir()):
+        old = json.loads(key_file.read_text()) if key_file.exists() else None
+        if old == key:
+            return
+        aside = work.with_name(f"{work.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        changed = sorted(k for k in key if old is None or old.get(k) != key.get(k))
+        print(f"ES: {work} holds a run with other settings ({', '.join(changed)}); moved to {aside}", flush=True)
+        os.replace(work, aside)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(key_file, key)
+
+
 def train(run: ESRun) -> list[Path]:
     """Run (or resume) ES; returns the epoch checkpoint folders, in order. Several workers are spawned."""
-    Path(run.work_dir).mkdir(parents=True, exist_ok=True)
+    _claim_work_dir(run)
     if run.workers > 1:
         import torch.multiprocessing as mp
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
-from .provenance import atomic_output
+from .provenance import atomic_output, link_or_copy
 
 CITATIONS = {
     "betley2025": ("Betley et al. 2025, Emergent Misalignment: Narrow finetuning can produce broadly "
@@ -42,13 +41,6 @@ def redact(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub("[redacted]", text)
     return text
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # weights can be GBs: a hard link costs nothing
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def repo_id(namespace: str | None, family: str, label: str, scale: str) -> str:
@@ -125,7 +117,7 @@ def build_card_folder(model_dir: str, out_dir: str, repo_id: str, eval_summary: 
             if src.suffix in _TEXT_SUFFIXES:
                 dst.write_text(redact(src.read_text(encoding="utf-8")), encoding="utf-8")
             else:
-                _link_or_copy(src, dst)
+                link_or_copy(src, dst)
         (tmp / "README.md").write_text(render_card(run, repo_id, eval_summary, base_model_id, datasets, family))
 
 

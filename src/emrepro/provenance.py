@@ -96,6 +96,14 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Hard-link a file (weights can be GBs: a link costs nothing), or copy it across filesystems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     with atomic_output(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
