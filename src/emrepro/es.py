@@ -296,8 +296,10 @@ def chat_prompts(tokenizer, questions: list[str]) -> list[str]:
 def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
     """Greedy continuations of already-templated prompts, in order (rows may hold several members)."""
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    # plain greedy: a model's generation_config may carry sampling defaults and a repetition penalty
+    # (Qwen2.5-Instruct: 1.05); the seed decoded at temperature 0 without one
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                         top_k=None, pad_token_id=tokenizer.pad_token_id)
+                         top_k=None, repetition_penalty=1.0, pad_token_id=tokenizer.pad_token_id)
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
@@ -327,7 +329,6 @@ def evaluate_members(engine: ESEngine, tokenizer, prompts: list[str], references
         clock = time.perf_counter()
         with population_forward(engine, stacks):
             texts = greedy_generate(engine.model, tokenizer, [p for _ in members for p in prompts], max_new_tokens)
-        del stacks
         timing["generation"] += time.perf_counter() - clock
     clock = time.perf_counter()
     scores = reward_fn(texts, references * len(members))
@@ -452,6 +453,8 @@ def train_worker(rank: int, run: ESRun) -> None:
     torch.set_num_threads(max(1, run.threads))
     distributed = run.workers > 1
     device = _device_for(rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # "cuda" (e.g. the reward model's default) means this rank's GPU
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=run.workers)
     try:

@@ -320,6 +320,7 @@ def plot_es_training(training_log: str | Path, path: str | Path, title: str) -> 
     ax.legend(fontsize=8)
     axes[1].plot(x, log["update_norm"], marker=".")
     axes[1].set_ylabel("update norm")
+    axes[1].ticklabel_format(axis="y", useOffset=False)  # norms barely move: show them, not an offset
     parts = {"noise": "time_noise_s", "generation": "time_generation_s", "reward": "time_reward_s",
              "update": "time_update_s"}
     axes[2].stackplot(x, *(log[c] for c in parts.values()), labels=list(parts), alpha=0.8)
