@@ -239,6 +239,44 @@ def test_a_killed_run_resumes_to_the_same_weights(uninterrupted, micro_chat_mode
     assert [r["iteration"] for r in es.read_log(tmp_path / "training_log.jsonl")] == [1, 2, 3, 4]
 
 
+KILLED_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import test_es
+from emrepro import es
+
+def slow_reward(spec):
+    fast = test_es.text_reward(spec)
+    return lambda texts, refs: (time.sleep(1.0), fast(texts, refs))[1]
+
+es.train(test_es.es_run({model!r}, {work!r}, reward_factory=slow_reward))
+"""
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(uninterrupted, micro_chat_model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "es"
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN.format(tests=str(Path(__file__).parent), model=micro_chat_model, work=str(work)))
+    output = tmp_path / "run.log"
+    with open(output, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while len(es.read_log(work / "training_log.jsonl")) < 3:  # iteration 3 is in epoch 2 (of 2 x 2)
+        assert proc.poll() is None and time.time() < deadline, output.read_text()[-2000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (work / "epoch_2").exists() and (work / "epoch_1").exists()
+    es.train(es_run(micro_chat_model, work))
+    ours, reference = final_weights(work), final_weights(uninterrupted)
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)
+
+
 def test_a_run_with_other_settings_does_not_resume_a_stale_work_folder(micro_chat_model, tmp_path):
     work = tmp_path / "es"
     es.train(es_run(micro_chat_model, work, stop_after=1))
