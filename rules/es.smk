@@ -50,7 +50,8 @@ rule es_vs_sft_es:
         f"{LOGS}/es_vs_sft_es.bench.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=16000,
+        # each worker process loads the model on the host before moving it to its GPU (7B fp16: ~15 GB)
+        mem_mb=64000 if SCALE == "paper" else 16000,
         runtime=1440,
         gpu=es_gpus(),
     conda:
