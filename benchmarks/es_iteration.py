@@ -12,7 +12,7 @@ All three run in one process, same model, same tokens (EOS disabled so every row
 
     python benchmarks/es_iteration.py                      # SmolLM2-135M-Instruct of the tiny scale, CPU
     python benchmarks/es_iteration.py --shape qwen2.5-0.5b --dtype float16 --population 30 --prompts 8 \
-        --new-tokens 128 --members-per-forward 30          # random-init Qwen2.5-0.5B shape, one GPU
+        --new-tokens 128 --iterations 1                    # random-init Qwen2.5-0.5B shape, one GPU
 
 Prints seconds per iteration of each, the speed-up over the reference, the ratio to the floor, and the
 engine's time split (noise / generation / reward / update).
