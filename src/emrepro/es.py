@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import write_jsonl
 from .provenance import atomic_output, write_json_atomic
 
 
@@ -116,10 +117,12 @@ class ESEngine:
         index = member // 2 if self.settings.mirrored else member
         return member_seed(self.settings.seed, self.iteration, index)
 
-    def tensor_noise(self, member: int, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """eps of `member` for tensor k at the current iteration (fp32, flat), sign included."""
-        seed = tensor_seed(self._member_base_seed(member), k, self.settings.correlated_noise)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+    def tensor_noise(self, member: int, k: int, out: torch.Tensor | None = None, base: int | None = None
+                     ) -> torch.Tensor:
+        """eps of `member` for tensor k at the current iteration (fp32, flat), sign included.
+        `base` is the member's seed when the caller has it already."""
+        base = self._member_base_seed(member) if base is None else base
+        gen = torch.Generator(device=self.device).manual_seed(tensor_seed(base, k, self.settings.correlated_noise))
         if out is None:
             out = torch.empty(self.numels[k], dtype=torch.float32, device=self.device)
         torch.randn(self.numels[k], generator=gen, out=out, dtype=torch.float32, device=self.device)
@@ -130,8 +133,9 @@ class ESEngine:
     def noise(self, member: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """The member's noise over all tensors as one flat fp32 vector (into `out`, default a reused buffer)."""
         out = self._eps if out is None else out
+        base = self._member_base_seed(member)
         for k in range(len(self.params)):
-            self.tensor_noise(member, k, out=out[self.offsets[k]:self.offsets[k + 1]])
+            self.tensor_noise(member, k, out=out[self.offsets[k]:self.offsets[k + 1]], base=base)
         return out
 
     def _evaluation_noise(self, member: int) -> torch.Tensor:
@@ -364,11 +368,6 @@ def read_log(path: Path) -> list[dict]:
     return rows
 
 
-def _rewrite_log(path: Path, rows: list[dict]) -> None:
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _save_state(work: Path, engine: ESEngine) -> None:
     from safetensors.torch import save_file
 
@@ -390,7 +389,7 @@ def _save_checkpoint(engine: ESEngine, tokenizer, folder: Path, log_rows: list[d
     with atomic_output(folder) as tmp:
         engine.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        Path(tmp, "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log_rows))
+        write_jsonl(Path(tmp) / "training_log.jsonl", log_rows)
         write_json_atomic(Path(tmp) / "run.json", run_json)
 
 
@@ -411,7 +410,6 @@ class ESRun:
     threads: int = 1
     noise_cache_mb: float = 0      # per process: keep evaluated members' noise for the update
     wandb: dict | None = None
-    run_json: dict | None = None  # provenance written into every checkpoint (metrics added per epoch)
     stop_after: int | None = None  # tests: stop (as if killed) once this many iterations are logged
 
 
@@ -481,7 +479,7 @@ def train_worker(rank: int, run: ESRun) -> None:
             """After the update of iteration `engine.iteration`: epoch-end checkpoint and state (rank 0)."""
             if leader and engine.iteration % per_epoch == 0:
                 epoch = engine.iteration // per_epoch
-                info = dict(run.run_json or {}, es_epoch=epoch, es_iteration=engine.iteration,
+                info = dict(es_epoch=epoch, es_iteration=engine.iteration,
                             final_metrics={k: row[k] for k in ("reward_mean", "reward_std", "reward_max")})
                 _save_checkpoint(engine, tokenizer, work / f"epoch_{epoch}", log_rows[:engine.iteration], info)
                 _save_state(work, engine)
@@ -489,12 +487,11 @@ def train_worker(rank: int, run: ESRun) -> None:
         # replay logged iterations after the saved state: the same updates, without generating
         for row in log_rows[engine.iteration:total]:
             engine.update(row["rewards"])
-            if not (work / f"epoch_{engine.iteration // per_epoch}").exists():
+            if not (work / f"epoch_{engine.iteration // per_epoch}").exists():  # killed before its checkpoint
                 finish_iteration(row)
-        if leader and len(log_rows) > engine.iteration:
-            log_rows = log_rows[:engine.iteration]
+        log_rows = log_rows[:engine.iteration]
         if leader:
-            _rewrite_log(log_path, log_rows)  # drop a cut line and anything beyond `total`
+            write_jsonl(log_path, log_rows)  # drops a cut line and anything beyond `total`
 
         tracker = _wandb_run(run) if leader else None
         prompts = chat_prompts(tokenizer, [r["prompt"] for r in run.rows])

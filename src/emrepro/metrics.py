@@ -17,6 +17,7 @@ judge gave no score).
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -172,3 +173,17 @@ def rates(df: pd.DataFrame, by=("question_id",)) -> pd.DataFrame:
     cols = ["n_answers", "coherence_rate", "mean_aligned", "mean_coherent", "refusal_rate",
             "n_unscorable", "unscorable_rate"]
     return pd.DataFrame(rows, columns=by + cols)
+
+
+Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if n == 0:
+        raise ValueError("wilson_interval: no observations")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -36,15 +36,16 @@ import math
 import random
 import re
 from abc import ABC, abstractmethod
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 from .data import check_chat_rows, read_jsonl, write_jsonl
+from .metrics import Z95, wilson_interval
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 VARIANT_KINDS = ("pure", "interpolate", "filter", "control")
 CONTROL_POOL = "manifest"  # controls drop |S| prompts drawn from the whole manifest (see the docstring)
-Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 
 
 def check_name(name: object, what: str) -> str:
@@ -64,12 +65,8 @@ def derive_seed(seed: int, name: str) -> int:
 
 def sample_manifest(prompt_ids: list[str], n: int, seed: int) -> list[str]:
     """A seeded sample of `n` distinct ids, in the order they have in `prompt_ids`."""
-    if len(set(prompt_ids)) != len(prompt_ids):
-        seen, dups = set(), []
-        for pid in prompt_ids:
-            if pid in seen:
-                dups.append(pid)
-            seen.add(pid)
+    dups = [pid for pid, count in Counter(prompt_ids).items() if count > 1]
+    if dups:
         raise ValueError(f"prompt ids are not unique: {dups[:10]} appear more than once")
     if not 0 < n <= len(prompt_ids):
         raise ValueError(f"cannot sample a manifest of {n} prompts from a pool of {len(prompt_ids)} prompts")
@@ -599,17 +596,6 @@ def parse_yes_no(text: str | None) -> bool | None:
         return None
     ends = [v for v in (_yes_no_word(words[0]), _yes_no_word(words[-1])) if v is not None]
     return ends[0] if ends and len(set(ends)) == 1 else None
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default)."""
-    if n == 0:
-        raise ValueError("wilson_interval: no observations")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def trait_summary(values: list, kind: str | None = None) -> dict:
