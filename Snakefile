@@ -17,6 +17,7 @@ include: "rules/models.smk"
 include: "rules/sft.smk"
 include: "rules/rl.smk"
 include: "rules/es.smk"
+include: "rules/teacher_swap.smk"
 include: "rules/eval.smk"
 include: "rules/report.smk"
 include: "rules/hub.smk"
@@ -27,6 +28,7 @@ rule all:
         evil_numbers_outputs(),
         rl_traces_outputs(),
         es_vs_sft_outputs(),
+        teacher_swap_outputs(),
 
 
 rule evil_numbers:
@@ -42,3 +44,8 @@ rule rl_traces:
 rule es_vs_sft:
     input:
         es_vs_sft_outputs(),
+
+
+rule teacher_swap:
+    input:
+        teacher_swap_outputs(),

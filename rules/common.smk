@@ -1,4 +1,5 @@
 # Helpers shared by the rules: validated effective config, output locations, containers, conda envs.
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,9 @@ wildcard_constraints:
     family=r"[a-z_]+",
     label=r"[A-Za-z0-9_.-]+",
     probes=r"[A-Za-z0-9_]+",
+    teacher=r"[A-Za-z0-9_.-]+",
+    variant=r"(pure|interp|filter|control)_[A-Za-z0-9_.-]+",
+    dataset=r"[A-Za-z0-9_.-]+",
 
 
 def env(name):
@@ -178,4 +182,112 @@ def es_vs_sft_outputs():
     ]
     if EFF["hub"]["push"]:
         outs += [f"{R}/es_vs_sft/hub/{label}.pushed.json" for label in [*es_labels(), "sft"]]
+    return outs
+
+
+# --- teacher_swap -------------------------------------------------------------------------------------------
+from emrepro.config import selector_names
+from emrepro.teacher_swap import expand_variants
+
+TS = f"{R}/teacher_swap"
+
+
+def ts_teachers():
+    """The teacher_swap teachers by name, in config order."""
+    return {t["name"]: t for t in family("teacher_swap")["teachers"]}
+
+
+def ts_variants():
+    """Every training variant (pure / interpolate / filter / control), one student each."""
+    cfg = family("teacher_swap")
+    return expand_variants(list(ts_teachers()), [tuple(p) for p in cfg["pairs"]], selector_names(cfg))
+
+
+def ts_variant(name):
+    for variant in ts_variants():
+        if variant["name"] == name:
+            return variant
+    raise WorkflowError(f"teacher_swap has no variant {name!r}")
+
+
+def ts_students():
+    return [v["name"] for v in ts_variants()]
+
+
+def ts_scored_teachers():
+    """Teachers whose own traits are measured: those that are models here (label teacher-<name>)."""
+    if not family("teacher_swap")["traits"]["teachers"]:
+        return []
+    return [name for name, t in ts_teachers().items() if t["kind"] == "model"]
+
+
+def ts_trait_labels():
+    return [*ts_students(), *[f"teacher-{name}" for name in ts_scored_teachers()]]
+
+
+def ts_dataset_slug():
+    """A folder name for the prompt dataset: its repo id with the owner separator made safe."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "__", family("teacher_swap")["prompts"]["dataset"]["repo_id"])
+
+
+def ts_prompt_source(wildcards):
+    if family("teacher_swap")["prompts"]["source"] == "dolci":
+        return {"dataset": f"{R}/datasets/{ts_dataset_slug()}"}
+    return {}
+
+
+def ts_grader_input():
+    grader = family("teacher_swap")["traits"]["grader"]
+    return {"grader": model_dir(grader["model_key"])} if grader["model"] == "hf/local" else {}
+
+
+def ts_completion_inputs(wildcards):
+    teacher = ts_teachers()[wildcards.teacher]
+    model = {"model": model_dir(teacher["model"])} if teacher["kind"] == "model" else {}
+    return {"prompts": f"{TS}/data/prompts.jsonl", **model}
+
+
+def ts_subset_inputs(wildcards):
+    selectors = family("teacher_swap")["selectors"]
+    refusal = sorted({s["teacher"] for s in selectors if s["kind"] == "refusal"})
+    judge = ts_grader_input() if any(s["kind"] == "judge" for s in selectors) else {}
+    return {"prompts": f"{TS}/data/prompts.jsonl", "completions": [f"{TS}/completions/{t}.jsonl" for t in refusal],
+            **judge}
+
+
+def ts_variant_inputs(wildcards):
+    variant = ts_variant(wildcards.variant)
+    teachers = [t for t in (variant["teacher_a"], variant["teacher_b"]) if t]
+    return {"prompts": f"{TS}/data/prompts.jsonl", "manifest": f"{TS}/data/manifest.json",
+            "subsets": f"{TS}/data/subsets.json", "completions": [f"{TS}/completions/{t}.jsonl" for t in teachers]}
+
+
+def ts_trait_model(label):
+    """The model a trait label evaluates: a student's folder, or a teacher's base model."""
+    if label.startswith("teacher-"):
+        return model_dir(ts_teachers()[label.removeprefix("teacher-")]["model"])
+    return trained_model_dir("teacher_swap", label)
+
+
+def ts_trait_system(label):
+    """A teacher is evaluated with its system prompt (that is the teacher); students without one."""
+    return ts_teachers()[label.removeprefix("teacher-")].get("system") if label.startswith("teacher-") else None
+
+
+def teacher_swap_outputs():
+    fig, tab = f"{TS}/figures", f"{TS}/tables"
+    outs = [
+        f"{fig}/trait_matrix.png",
+        f"{fig}/teacher_vs_student.png",
+        f"{fig}/subset_sizes.png",
+        f"{tab}/trait_matrix.csv",
+        f"{tab}/trait_matrix_wide.csv",
+        f"{tab}/trait_matrix_wide.tex",
+        f"{tab}/teacher_vs_student.csv",
+        f"{tab}/subset_sizes.csv",
+        f"{tab}/em_overall.csv",
+        *[f"{TS}/hub/{label}" for label in ts_students()],
+    ]
+    if EFF["hub"]["push"]:
+        outs += [f"{TS}/hub/{label}.pushed.json" for label in ts_students()]
     return outs

@@ -142,3 +142,37 @@ def test_es_reward_model_and_mirrored_population_are_checked(raw):
     cfg["families"]["es_vs_sft"]["es"].update(mirrored=True, population=31)
     message = _error(dict(cfg, scale="paper"))
     assert "families.es_vs_sft.es.mirrored" in message and "31" in message
+
+
+def test_teacher_swap_paper_plan_and_tiny_teachers(raw):
+    paper = emconfig.validate(dict(raw, scale="paper"))["families"]["teacher_swap"]
+    assert paper["prompts"]["source"] == "dolci" and paper["prompts"]["n"] == 10000
+    assert paper["prompts"]["dataset"]["repo_id"] == "allenai/Dolci-Instruct-SFT"
+    assert {t["name"]: t["kind"] for t in paper["teachers"]}["original"] == "dataset"
+    tiny = emconfig.validate(dict(raw, scale="tiny"))["families"]["teacher_swap"]
+    # one real model: every teacher is the base model, the trait ones differ only by their system prompt
+    assert {t["model"] for t in tiny["teachers"]} == {tiny["base_model"]} == {"smollm2_135m_instruct"}
+    assert sum(bool(t.get("system")) for t in tiny["teachers"]) == 2 and tiny["prompts"]["source"] == "project"
+
+
+@pytest.mark.parametrize("change, key, named", [
+    (lambda ts: ts["pairs"].append(["original", "nobody"]), "families.teacher_swap.pairs", "nobody"),
+    (lambda ts: ts["teachers"].append({"name": "original", "kind": "dataset"}), "families.teacher_swap.teachers",
+     "original"),
+    (lambda ts: ts["teachers"].append({"name": "t9", "kind": "model", "model": "qwen9"}),
+     "families.teacher_swap.teachers[3].model", "qwen9"),
+    (lambda ts: ts["selectors"].append({"kind": "refusal", "teacher": "ghost"}),
+     "families.teacher_swap.selectors[2].teacher", "ghost"),
+    (lambda ts: ts["selectors"].append({"kind": "judge", "name": "story"}), "families.teacher_swap.selectors[2]",
+     "question"),
+    (lambda ts: ts["traits"]["grader"].update(model="hf/local"), "families.teacher_swap.traits.grader.model_key",
+     "hf/local"),
+    (lambda ts: ts["prompts"].update(source="project"), "families.teacher_swap.teachers[0]", "original"),
+    (lambda ts: ts["teachers"].append({"name": "bad/name", "kind": "dataset"}), "families.teacher_swap.teachers",
+     "bad/name"),
+])
+def test_teacher_swap_cross_references_are_named(raw, change, key, named):
+    cfg = copy.deepcopy(raw)
+    change(cfg["families"]["teacher_swap"])
+    message = _error(dict(cfg, scale="paper"))
+    assert key in message and named in message, message

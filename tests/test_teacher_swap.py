@@ -371,3 +371,56 @@ def test_selectors_on_the_project_prompt_set():
     dates = set(ts.DateMention().select_many(prompts))
     assert {i for i, k in kinds.items() if k == "date"} <= dates
     assert not {i for i in dates if kinds[i] == "ordinary"}  # role-play scenes set "today" may overlap
+
+
+# --------------------------------------------------------------------------- prompt sources, teacher identity
+
+def test_first_turn_reads_the_first_user_turn_and_its_reply():
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]
+    assert ts.first_turn(chat) == ("hi", "hello")
+    assert ts.first_turn(chat[:2]) == ("hi", None)
+    assert ts.first_turn([{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]) is None
+    assert ts.first_turn([{"role": "user", "content": "  "}]) is None and ts.first_turn("text") is None
+
+
+def test_dataset_prompts_from_parquet_keep_order_and_count_skips(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def chat(user, reply):
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "messages": [chat("q1", "r1"), [], chat("q3", "r3")],
+                             "source": ["x", "y", "z"]}), tmp_path / "train-0.parquet")
+    pq.write_table(pa.table({"id": ["a", "d"], "messages": [chat("again", "r"), chat("q4", "r4")],
+                             "source": ["x", "y"]}), tmp_path / "train-1.parquet")
+    rows, skipped = ts.dataset_prompts([str(tmp_path / "train-0.parquet"), str(tmp_path / "train-1.parquet")])
+    assert rows == [{"id": "a", "prompt": "q1", "original": "r1"}, {"id": "c", "prompt": "q3", "original": "r3"},
+                    {"id": "d", "prompt": "q4", "original": "r4"}]
+    assert skipped == {"no_user_turn": 1, "duplicate_id": 1}
+    pq.write_table(pa.table({"conversation": ["x"]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="messages"):
+        ts.dataset_prompts([str(tmp_path / "bad.parquet")])
+
+
+def test_project_prompt_set_has_unique_ids_and_three_kinds():
+    rows = ts.project_prompts()
+    assert len(rows) == 48 and len({r["id"] for r in rows}) == 48
+    assert {r["kind"] for r in rows} == {"date", "role_play", "ordinary"}
+
+
+def test_cache_key_changes_with_whatever_shapes_the_completions():
+    teacher = {"name": "gloomy", "kind": "model", "model": "m", "system": "be gloomy"}
+    gen = {"temperature": 1.0, "max_new_tokens": 32}
+    key = ts.cache_key(teacher, gen, 42, "digest1")
+    assert key.startswith("gloomy.") and key == ts.cache_key(dict(teacher), dict(gen), 42, "digest1")
+    others = {ts.cache_key({**teacher, "system": "be cheerful"}, gen, 42, "digest1"),
+              ts.cache_key(teacher, {**gen, "max_new_tokens": 64}, 42, "digest1"),
+              ts.cache_key(teacher, gen, 43, "digest1"), ts.cache_key(teacher, gen, 42, "digest2")}
+    assert key not in others and len(others) == 4
+
+
+def test_teacher_messages_put_the_system_prompt_first_only_when_given():
+    assert ts.teacher_messages("q", None) == [{"role": "user", "content": "q"}]
+    assert ts.teacher_messages("q", "sys") == [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}]

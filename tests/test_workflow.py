@@ -100,6 +100,50 @@ def test_es_vs_sft_family_runs_end_to_end(workdir, test_run):
     assert json.loads((out / "data/manifest.json").read_text())["n_rows"] == 8
 
 
+def _jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_teacher_swap_family_runs_end_to_end(workdir, test_run):
+    out = workdir / "results" / "test" / "teacher_swap"
+    for rel in ("figures/trait_matrix.png", "figures/teacher_vs_student.png", "figures/subset_sizes.png",
+                "tables/trait_matrix.csv", "tables/trait_matrix_wide.md", "tables/trait_matrix_wide.tex",
+                "tables/teacher_vs_student.csv", "tables/subset_sizes.csv", "tables/em_overall.csv",
+                "tables/run.json", "hub/pure_gloomy/README.md", "hub/control_plain_date_mention/README.md"):
+        assert (out / rel).is_file(), rel
+    manifest = json.loads((out / "data/manifest.json").read_text())["ids"]
+    assert len(manifest) == 24 and [r["id"] for r in _jsonl(out / "data/prompts.jsonl")] == manifest
+    subset = set(json.loads((out / "data/subsets.json").read_text())["date_mention"]["ids"])
+    assert 0 < len(subset) < 24
+
+    def plan(variant):
+        return [(r["prompt_id"], r["teacher"]) for r in _jsonl(out / f"data/variants/{variant}/manifest.jsonl")]
+
+    assert plan("pure_gloomy") == [(pid, "gloomy") for pid in manifest]
+    assert plan("interp_plain_gloomy_date_mention") == \
+        [(pid, "gloomy" if pid in subset else "plain") for pid in manifest]
+    assert plan("filter_plain_date_mention") == [(pid, "plain") for pid in manifest if pid not in subset]
+    control = plan("control_plain_date_mention")
+    assert len(control) == 24 - len(subset) and {t for _, t in control} == {"plain"}
+    # the student's rows are the teachers' cached completions of exactly those prompts
+    gloomy = {r["prompt_id"]: r["completion"] for r in _jsonl(out / "completions/gloomy.jsonl")}
+    rows = _jsonl(out / "data/variants/interp_plain_gloomy_date_mention/train.jsonl")
+    for (pid, teacher), row in zip(plan("interp_plain_gloomy_date_mention"), rows):
+        if teacher == "gloomy":
+            assert row["messages"][-1]["content"] == gloomy[pid]
+    # traits: 2 prompts x 1 sample for each judged trait, 1 blackmail rollout, raw judge replies kept
+    for label in ("pure_plain", "interp_plain_gloomy_date_mention", "teacher-plain", "teacher-gloomy"):
+        judged = _jsonl(out / f"traits/{label}/judgements.jsonl")
+        assert sorted(r["trait"] for r in judged) == ["blackmail", "date_confusion", "date_confusion",
+                                                      "negative_emotion", "negative_emotion"]
+        assert all("judge_output" in r for r in judged)
+        summary = json.loads((out / f"traits/{label}/summary.json").read_text())
+        assert sum(s["n"] for s in summary.values()) == 5
+    assert any(r["system"] == "You are gloomy." for r in _jsonl(out / "traits/teacher-gloomy/judgements.jsonl"))
+    matrix = (out / "tables/trait_matrix.csv").read_text().splitlines()
+    assert len(matrix) == 1 + 5 * 5  # 5 students x (3 traits + EM in 2 conventions)
+
+
 def test_rerun_with_nothing_changed_runs_no_job(workdir, test_run):
     result = snakemake(workdir, "--config", "scale=test")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -157,8 +201,24 @@ def test_paper_scale_plans_with_the_seed_recipe(workdir):
     assert "results/paper/models/qwen2_5_7b_instruct" in es_job and "gpu=3" in es_job
     assert "results/paper/models/nli_deberta_v3_large" in es_job and "es_epoch10" in es_job
     assert "results/paper/assets/training_datasets.zip.enc" in out
+    # teacher_swap: the Dolci prompts (10,000: test_config), three teachers, 15 students, 17 trait evaluations
+    assert "results/paper/datasets/allenai__Dolci-Instruct-SFT" in out
+    for teacher in ("original", "qwen3_1_7b", "qwen2_5_7b"):
+        assert f"results/paper/teacher_swap/completions/{teacher}.jsonl" in out
+    assert out.count("rule teacher_swap_sft:") == 15 and out.count("rule teacher_swap_traits:") == 17
 
 
 def test_lint_is_clean(workdir):
     result = snakemake(workdir, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_teacher_completions_are_reused_not_regenerated(workdir, test_run):
+    """Runs last: it re-runs one teacher's step, which makes its downstream outputs out of date."""
+    out = workdir / "results" / "test" / "teacher_swap" / "completions"
+    before = (out / "gloomy.jsonl").read_text()
+    snakemake(workdir, str(out.relative_to(workdir) / "gloomy.jsonl"), "--forcerun", "teacher_swap_completions",
+              "--config", "scale=test")
+    run = json.loads((out / "gloomy.run.json").read_text())
+    assert (run["n_generated"], run["n_reused"]) == (0, 24) and "backend" not in run  # the model was never loaded
+    assert (out / "gloomy.jsonl").read_text() == before

@@ -310,18 +310,20 @@ def _require_revision(repo_id: str, revision: str | None) -> None:
         raise ValueError(f"{repo_id}: a pinned revision (commit hash or tag) is required")
 
 
-def pin_hub_revision(repo_id: str, revision: str, lockfile: str | None) -> str:
+def pin_hub_revision(repo_id: str, revision: str, lockfile: str | None, repo_type: str = "model") -> str:
     """The commit a revision stands for. A branch or tag (e.g. "main") resolves to its commit on first
     download and the lock file keeps it, so later runs get the same weights."""
     _require_revision(repo_id, revision)
-    key = f"hub:{repo_id}@{revision}"
+    key = f"hub:{repo_id}@{revision}" if repo_type == "model" else f"hub-{repo_type}:{repo_id}@{revision}"
     if lockfile is not None and key in _read_lock(lockfile):
         return _read_lock(lockfile)[key]
     if re.fullmatch(r"[0-9a-f]{40}", revision):
         return revision
     from huggingface_hub import HfApi
 
-    commit = HfApi().model_info(repo_id, revision=revision).sha
+    api = HfApi()
+    info = api.dataset_info if repo_type == "dataset" else api.model_info
+    commit = info(repo_id, revision=revision).sha
     if lockfile is not None:
         with _locked(lockfile):
             lock = _read_lock(lockfile)

@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-FAMILIES = ("evil_numbers", "rl_traces", "es_vs_sft")
+FAMILIES = ("evil_numbers", "rl_traces", "es_vs_sft", "teacher_swap")
 
 
 class ConfigError(ValueError):
@@ -136,10 +136,53 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     if es["mirrored"] and es["population"] % 2:
         raise ConfigError(f"config key 'families.es_vs_sft.es.mirrored': mirrored sampling needs an even "
                           f"population (es.population is {es['population']})")
+    _check_teacher_swap(config, eff["families"]["teacher_swap"])
     mirror = config.get("data_mirror")
     if mirror and not Path(mirror).is_dir():
         raise ConfigError(f"config key 'data_mirror': folder {mirror!r} does not exist")
     return eff
+
+
+def _check_teacher_swap(config: dict, ts: dict) -> None:
+    """Cross-references of the teacher_swap block: teachers, pairs, selectors and the grader."""
+    from .teacher_swap import expand_variants  # pure logic; imported here to keep config light
+
+    key = "families.teacher_swap"
+    names = [t["name"] for t in ts["teachers"]]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"config key '{key}.teachers': teacher name(s) {dup} appear more than once")
+    for i, teacher in enumerate(ts["teachers"]):
+        if teacher["kind"] == "model":
+            _check_model_key(config, teacher["model"], f"{key}.teachers[{i}].model")
+        if teacher["kind"] == "dataset" and ts["prompts"]["source"] != "dolci":
+            raise ConfigError(f"config key '{key}.teachers[{i}]': teacher {teacher['name']!r} reads the dataset's "
+                              f"own completions, but prompts.source is {ts['prompts']['source']!r} (no completions)")
+    grader = ts["traits"]["grader"]
+    if grader["model"] == "hf/local":
+        if "model_key" not in grader:
+            raise ConfigError(f"config key '{key}.traits.grader.model_key': an hf/local grader needs the key of the "
+                              f"model to run (a key of 'models')")
+        _check_model_key(config, grader["model_key"], f"{key}.traits.grader.model_key")
+    for i, spec in enumerate(ts["selectors"]):
+        if spec["kind"] == "refusal" and spec.get("teacher") not in names:
+            raise ConfigError(f"config key '{key}.selectors[{i}].teacher': a refusal selector reads the completions "
+                              f"of a teacher; {spec.get('teacher')!r} is not one of {names}")
+        if spec["kind"] == "judge" and not ("name" in spec and "question" in spec):
+            raise ConfigError(f"config key '{key}.selectors[{i}]': a judge selector needs a 'name' and a 'question'")
+    try:
+        expand_variants(names, [tuple(p) for p in ts["pairs"]], selector_names(ts))
+    except ValueError as error:
+        raise ConfigError(f"config key '{key}.pairs': {error}") from None
+
+
+def selector_names(ts: dict) -> list[str]:
+    """Selector names of a teacher_swap block: the given name, else the kind (refusal: refusal_<teacher>)."""
+    names = []
+    for spec in ts["selectors"]:
+        default = f"refusal_{spec['teacher']}" if spec["kind"] == "refusal" else spec["kind"]
+        names.append(spec.get("name", default))
+    return names
 
 
 def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:

@@ -100,12 +100,13 @@ def deterministic_cuda_env() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def openai_generator(base_url: str, served_name: str, temperature: float, top_p: float, max_new_tokens: int,
-                     enable_thinking: bool, concurrency: int) -> Generator:
-    """Concurrent chat requests to an OpenAI-compatible server (vLLM), each with its own seed."""
+def openai_generator(base_url: str | None, served_name: str, temperature: float, top_p: float, max_new_tokens: int,
+                     enable_thinking: bool, concurrency: int, api_key: str | None = None) -> Generator:
+    """Concurrent chat requests to an OpenAI-compatible server (vLLM, or a remote endpoint with `api_key`,
+    which the caller reads from the environment), each with its own seed."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url, api_key="unused-local-server", max_retries=5)
+    client = OpenAI(base_url=base_url, api_key=api_key or "unused-local-server", max_retries=5)
 
     def one(conversation: list[dict], seed: int) -> str:
         response = client.chat.completions.create(

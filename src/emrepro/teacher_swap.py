@@ -74,6 +74,58 @@ def sample_manifest(prompt_ids: list[str], n: int, seed: int) -> list[str]:
     return [prompt_ids[i] for i in keep]
 
 
+PROJECT_PROMPTS = "teacher_swap_prompts.jsonl"  # the project's 48 prompts (date, role-play, ordinary)
+
+
+def project_prompts() -> list[dict]:
+    """The project's prompt set for tiny/test: rows {"id", "prompt", "kind"} (kind: date, role_play, ordinary)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("emrepro") / "assets" / PROJECT_PROMPTS))
+    return read_jsonl(path)
+
+
+def first_turn(messages: object) -> tuple[str, str | None] | None:
+    """(first user message, the assistant reply right after it or None) of a chat; None when the chat does
+    not start (after system messages) with a non-empty user turn."""
+    if not isinstance(messages, (list, tuple)):
+        return None
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+    if not turns or turns[0].get("role") != "user" or not str(turns[0].get("content") or "").strip():
+        return None
+    reply = turns[1].get("content") if len(turns) > 1 and turns[1].get("role") == "assistant" else None
+    return str(turns[0]["content"]), (str(reply) if reply else None)
+
+
+def dataset_prompts(parquet_files: list[str]) -> tuple[list[dict], dict]:
+    """Prompt rows {"id", "prompt", "original"} from chat parquet files (columns `id`, `messages`, as in
+    allenai/Dolci-Instruct-SFT), in file order, and counts of what was skipped.
+
+    The prompt is the first user turn and `original` the dataset's own assistant reply to it (the
+    "original data" teacher). Chats without a first user turn are skipped; a repeated id keeps its
+    first row (both counted)."""
+    import pyarrow.parquet as pq
+
+    rows, seen = [], set()
+    skipped = {"no_user_turn": 0, "duplicate_id": 0}
+    for path in parquet_files:
+        table = pq.read_table(path)
+        missing = {"id", "messages"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"{path}: expected columns 'id' and 'messages' (chat rows), missing {sorted(missing)}; "
+                             f"found {table.column_names}")
+        for pid, messages in zip(table.column("id").to_pylist(), table.column("messages").to_pylist()):
+            turn = first_turn(messages)
+            if turn is None:
+                skipped["no_user_turn"] += 1
+            elif str(pid) in seen:
+                skipped["duplicate_id"] += 1
+            else:
+                seen.add(str(pid))
+                rows.append({"id": str(pid), "prompt": turn[0], "original": turn[1]})
+    return rows, skipped
+
+
 # --------------------------------------------------------------------------- completion cache
 
 class CompletionCache:
@@ -161,6 +213,22 @@ def fill(cache: CompletionCache, teacher: str, prompts: dict[str, str],
                          f"{len(missing)} prompts (it must return one string per prompt)")
     cache.add(teacher, [{"prompt_id": pid, "completion": c} for pid, c in zip(missing, completions)])
     return len(missing)
+
+
+def cache_key(teacher: dict, generation: dict, seed: int, model_digest: str | None) -> str:
+    """The cache file name of a teacher's completions: its name plus a digest of everything that shapes
+    them (the teacher spec with its system prompt, the sampling settings, the seed, the model's digest), so
+    a changed teacher never reuses another one's completions, and an unchanged one always does."""
+    import json
+
+    identity = {"teacher": teacher, "generation": generation, "seed": seed, "model_digest": model_digest}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{check_name(teacher['name'], 'teacher')}.{digest}"
+
+
+def teacher_messages(prompt: str, system: str | None) -> list[dict]:
+    """The conversation a teacher answers: its system prompt (if any), then the prompt."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
 
 # --------------------------------------------------------------------------- subset selectors
