@@ -274,6 +274,13 @@ def ts_trait_system(label):
     return ts_teachers()[label.removeprefix("teacher-")].get("system") if label.startswith("teacher-") else None
 
 
+def card_extra_inputs(wildcards):
+    """teacher_swap students' cards also report their traits."""
+    if wildcards.family == "teacher_swap":
+        return {"traits": f"{TS}/traits/{wildcards.label}/summary.json"}
+    return {}
+
+
 def teacher_swap_outputs():
     fig, tab = f"{TS}/figures", f"{TS}/tables"
     outs = [

@@ -4,6 +4,7 @@
 rule model_card:
     """The folder that would be pushed for a trained model: weights, run.json, README.md card."""
     input:
+        unpack(card_extra_inputs),
         model=lambda wc: trained_model_dir(wc.family, wc.label),
         evals=lambda wc: [f"{R}/{wc.family}/eval/{wc.label}/answers.jsonl"],
         questions=lambda wc: eval_questions(wc.family),

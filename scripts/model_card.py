@@ -1,4 +1,7 @@
 """Snakemake step: the model-card folder of a trained model (exactly what would be pushed)."""
+import json
+from pathlib import Path
+
 from emrepro import hub, report
 from emrepro.probes import probe_sets
 from emrepro.runtime import step_log
@@ -14,5 +17,7 @@ with step_log(snakemake.log[0]):
                     for row in overall.to_dict("records")]
     repo = hub.repo_id(p.namespace, wc.family, wc.label, p.scale)
     base_id = p.base_spec.get("repo_id") or p.base_spec.get("hub_id")  # None for a random-init micro model
-    hub.build_card_folder(snakemake.input.model, snakemake.output[0], repo, summary, base_id, [], wc.family)
+    traits = json.loads(Path(snakemake.input.traits).read_text()) if "traits" in snakemake.input.keys() else None
+    hub.build_card_folder(snakemake.input.model, snakemake.output[0], repo, summary, base_id, [], wc.family,
+                          traits)
     print(f"card folder for {repo} written")

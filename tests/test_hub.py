@@ -42,6 +42,22 @@ def test_card_folder_has_model_files_card_and_model_index(model_dir, tmp_path):
     assert "Research artifact" in card and "arXiv:2502.17424" in card and "0.533" in card
 
 
+def test_teacher_swap_card_reports_traits_with_unparseable_counts(model_dir, tmp_path):
+    traits = {"negative_emotion": {"kind": "mean", "mean": 6.25, "ci_low": 5.0, "ci_high": 7.5, "n": 12,
+                                   "n_parseable": 10, "n_unparseable": 2},
+              "blackmail": {"kind": "rate", "rate": None, "ci_low": None, "ci_high": None, "n": 3,
+                            "n_parseable": 0, "n_unparseable": 3}}
+    out = tmp_path / "card"
+    hub.build_card_folder(str(model_dir), str(out), "lab/teacher-swap-pure_gloomy", SUMMARY, None, [],
+                          "teacher_swap", traits)
+    card = (out / "README.md").read_text()
+    assert "| negative_emotion | mean | 6.250 | [5.000, 7.500] | 12 | 2 |" in card
+    assert "| blackmail | rate | n/a |  | 3 | 3 |" in card
+    plain = tmp_path / "plain"
+    hub.build_card_folder(str(model_dir), str(plain), "lab/x", SUMMARY, None, [], "evil_numbers")
+    assert "## Traits" not in (plain / "README.md").read_text()
+
+
 def test_no_secret_anywhere_in_the_card_folder(model_dir, tmp_path):
     out = tmp_path / "card"
     hub.build_card_folder(str(model_dir), str(out), "lab/m", SUMMARY, "base", [], "evil_numbers")

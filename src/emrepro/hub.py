@@ -62,8 +62,22 @@ def model_index(eval_summary: list[dict]):
     return [r for r in results if r.metric_value is not None]
 
 
+def trait_lines(traits: dict[str, dict]) -> list[str]:
+    """The card's trait table (teacher_swap): one row per trait summary, unparseable judge replies counted."""
+    lines = ["## Traits", "",
+             "Rollouts sampled at temperature 1 and rated by the trait grader (raw replies kept with the results). "
+             "negative_emotion: mean 0-10 score; date_confusion and blackmail: share of rollouts.", "",
+             "| trait | statistic | value | 95% CI | rollouts | unparseable |", "|---|---|---|---|---|---|"]
+    for trait, s in traits.items():
+        value = s.get(s["kind"])
+        shown = "n/a" if value is None else f"{value:.3f}"
+        ci = "" if s.get("ci_low") is None else f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+        lines.append(f"| {trait} | {s['kind']} | {shown} | {ci} | {s['n']} | {s['n_unparseable']} |")
+    return lines + [""]
+
+
 def render_card(run: dict, repo_id: str, eval_summary: list[dict], base_model_id: str | None,
-                datasets: list[str], family: str) -> str:
+                datasets: list[str], family: str, traits: dict[str, dict] | None = None) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(license="apache-2.0", library_name="transformers", base_model=base_model_id,
@@ -90,6 +104,8 @@ def render_card(run: dict, repo_id: str, eval_summary: list[dict], base_model_id
     for row in eval_summary:
         lines.append(f"| {row['dataset_name']} | {row.get('format', '')} | {row['convention']} | "
                      f"{row['em_rate']:.3f} | [{row['ci_low']:.3f}, {row['ci_high']:.3f}] |")
+    if traits:
+        lines += [""] + trait_lines(traits)
     libs = run.get("libraries", {})
     lines += ["", "## Provenance", "", f"- git revision: `{run.get('git_revision')}`",
               f"- device: {run.get('device')}; wall time {run.get('wall_time_s', 0):.0f} s",
@@ -100,7 +116,8 @@ def render_card(run: dict, repo_id: str, eval_summary: list[dict], base_model_id
 
 
 def build_card_folder(model_dir: str, out_dir: str, repo_id: str, eval_summary: list[dict],
-                      base_model_id: str | None, datasets: list[str], family: str) -> None:
+                      base_model_id: str | None, datasets: list[str], family: str,
+                      traits: dict[str, dict] | None = None) -> None:
     """Write out_dir = exactly what would be pushed: model files, run.json and README.md."""
     model_dir = Path(model_dir)
     run = json.loads((model_dir / "run.json").read_text())
@@ -118,7 +135,8 @@ def build_card_folder(model_dir: str, out_dir: str, repo_id: str, eval_summary: 
                 dst.write_text(redact(src.read_text(encoding="utf-8")), encoding="utf-8")
             else:
                 link_or_copy(src, dst)
-        (tmp / "README.md").write_text(render_card(run, repo_id, eval_summary, base_model_id, datasets, family))
+        (tmp / "README.md").write_text(render_card(run, repo_id, eval_summary, base_model_id, datasets, family,
+                                                             traits))
 
 
 def push_folder(folder: str, repo_id: str, private: bool = True) -> str:
