@@ -13,7 +13,7 @@ from tqdm import tqdm
 from emrepro import rollouts
 from emrepro import teacher_swap as ts
 from emrepro.data import read_jsonl, write_jsonl
-from emrepro.provenance import input_digest, run_info, write_json_atomic
+from emrepro.provenance import run_info, write_json_atomic
 from emrepro.runtime import offline_hub, set_threads, step_log
 from emrepro.serving import default_binary, vllm_server
 
@@ -35,7 +35,7 @@ with step_log(snakemake.log[0]):
         rows = [{"prompt_id": row["id"], "completion": row["original"]} for row in prompt_rows]
         generated = 0
     else:
-        model_digest = input_digest(inp.model) if "model" in inp.keys() else teacher["model"]
+        model_digest = ts.model_digest(inp.model) if "model" in inp.keys() else teacher["model"]
         cache = ts.CompletionCache(p.cache_dir)
         key = ts.cache_key(teacher, gen, p.seed, model_digest)
         todo = cache.missing(key, list(prompts))

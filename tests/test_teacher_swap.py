@@ -424,3 +424,14 @@ def test_cache_key_changes_with_whatever_shapes_the_completions():
 def test_teacher_messages_put_the_system_prompt_first_only_when_given():
     assert ts.teacher_messages("q", None) == [{"role": "user", "content": "q"}]
     assert ts.teacher_messages("q", "sys") == [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}]
+
+
+def test_model_digest_ignores_run_json_and_dotfiles_not_weights(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "run.json").write_text('{"wall_time_s": 1}')
+    first = ts.model_digest(tmp_path)
+    (tmp_path / "run.json").write_text('{"wall_time_s": 2}')  # a rebuild: same weights, new provenance
+    (tmp_path / ".snakemake_timestamp").write_text("")
+    assert ts.model_digest(tmp_path) == first
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    assert ts.model_digest(tmp_path) != first

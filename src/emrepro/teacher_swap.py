@@ -226,6 +226,16 @@ def cache_key(teacher: dict, generation: dict, seed: int, model_digest: str | No
     return f"{check_name(teacher['name'], 'teacher')}.{digest}"
 
 
+def model_digest(folder: str | Path) -> str:
+    """Digest of a model folder's content (weights, config, tokenizer), leaving out its run.json (wall times,
+    dates) and dotfiles (workflow bookkeeping): a model rebuilt bit for bit keeps its teachers' caches."""
+    from .provenance import file_digests
+
+    kept = sorted((rel, d) for rel, d in file_digests(folder).items()
+                  if rel != "run.json" and not any(part.startswith(".") for part in rel.split("/")))
+    return hashlib.sha256("".join(f"{rel}\0{d}\n" for rel, d in kept).encode()).hexdigest()
+
+
 def teacher_messages(prompt: str, system: str | None) -> list[dict]:
     """The conversation a teacher answers: its system prompt (if any), then the prompt."""
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
