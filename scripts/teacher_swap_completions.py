@@ -42,7 +42,6 @@ with step_log(snakemake.log[0]):
         print(f"teacher {name}: {len(prompts) - len(todo)} of {len(prompts)} completions cached ({cache.path(key)})")
         sampling = dict(temperature=gen["temperature"], top_p=gen["top_p"], max_new_tokens=gen["max_new_tokens"],
                         enable_thinking=gen["enable_thinking"])
-        backend = "openai"
         with contextlib.ExitStack() as stack:
             if todo and teacher["kind"] == "openai":
                 generate_chat = rollouts.openai_generator(teacher.get("base_url"), teacher["model"],

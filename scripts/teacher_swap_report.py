@@ -26,11 +26,14 @@ def em_summaries(overall: pd.DataFrame, answers: pd.DataFrame) -> dict[str, dict
     return out
 
 
+def read(path):
+    return json.loads(Path(path).read_text())
+
+
 with step_log(snakemake.log[0]):
     started = time.time()
     inp, out, p = snakemake.input, snakemake.output, snakemake.params
     ev, scale = p.eval, p.scale
-    read = lambda path: json.loads(Path(path).read_text())  # noqa: E731
     summaries = {label: read(path) for label, path in zip(p.students, inp.students)}
     teacher_summaries = {t: read(path) for t, path in zip(p.teachers, inp.teachers)}
 
