@@ -133,6 +133,7 @@ def train_grpo_trl(base_dir: str, rows: list[dict], out_dir: str, work_dir: str,
         trainer.accelerator.wait_for_everyone()
         if not trainer.accelerator.is_main_process:  # rank 0 writes the folder
             return final
+        launch.load_whole_models()
     # When finished, trainer.model was never trained; when distributed, the ranks may hold only shards of
     # it (ZeRO-3), while the Trainer gathers whole weights into each checkpoint (zero3_save_16bit_model).
     if finished or distributed or teacher != trainer.state.global_step:

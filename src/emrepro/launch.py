@@ -38,6 +38,15 @@ def accelerate_command(launch: dict, config_dir: str | Path, bf16: bool, args_fi
             "-m", "emrepro.launch", str(args_file)]
 
 
+def load_whole_models() -> None:
+    """After distributed training, on rank 0 alone: let from_pretrained build a whole model again. Under
+    ZeRO-3, transformers would partition it across the ranks (deepspeed.zero.Init), a collective that the
+    other, finished ranks never join."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+
+
 def run_step(step: str, kwargs: dict, row_files: dict[str, str | None], provenance: dict | None,
              config_dir: str | Path, threads: int = 1) -> dict:
     """Train `step` ("sft" or "grpo") under accelerate launch; return rank 0's final metrics.

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .data import to_prompt_completion, write_jsonl
+from .launch import load_whole_models
 from .provenance import atomic_output, write_json_atomic
 
 # Recipe keys passed to SFTConfig under the same name.
@@ -163,6 +164,7 @@ def train_sft(base_dir: str, train_rows: list[dict], val_rows: list[dict], out_d
         trainer.accelerator.wait_for_everyone()
         if not trainer.accelerator.is_main_process:
             return final
+        load_whole_models()
         model = _model_from_checkpoint(base_dir, get_last_checkpoint(str(ckpt_dir)), recipe, model.dtype)
     with atomic_output(out_dir) as tmp:
         os.makedirs(tmp)
