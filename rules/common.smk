@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not pip-installed
 from emrepro import config as emconfig
+from emrepro.launch import processes as launch_processes
 
 try:
     EFF = emconfig.validate(config)  # the effective config of the chosen scale
@@ -122,11 +123,17 @@ def grpo_env():
     return "rl" if family("rl_traces")["grpo"]["backend"] == "verl" else "train"
 
 
+def train_gpus(fam, step="sft"):
+    """GPUs of a training job: one per launched process (the step's `launch.processes`) at the paper scale,
+    all in one allocation; none below it (CPU)."""
+    return launch_processes(family(fam)[step]) if SCALE == "paper" else 0
+
+
 def grpo_gpus():
     grpo = family("rl_traces")["grpo"]
     if grpo["backend"] == "verl":
         return grpo["verl"]["n_gpus_per_node"] * grpo["verl"]["nnodes"]
-    return 1 if SCALE == "paper" else 0
+    return train_gpus("rl_traces", "grpo")
 
 
 def rl_traces_outputs():

@@ -81,9 +81,9 @@ rule es_vs_sft_sft:
         f"{LOGS}/es_vs_sft_sft.bench.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=16000,
+        mem_mb=16000 * launch_processes(family("es_vs_sft")["sft"]),  # per rank
         runtime=240,
-        gpu=1 if SCALE == "paper" else 0,
+        gpu=train_gpus("es_vs_sft"),
     conda:
         env("train")
     container:

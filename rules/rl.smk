@@ -48,7 +48,7 @@ rule rl_traces_grpo:
         f"{LOGS}/rl_traces_grpo.bench.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=16000,
+        mem_mb=16000 * launch_processes(family("rl_traces")["grpo"]),  # per rank (TRL launch)
         runtime=720,
         gpu=grpo_gpus(),
     conda:
@@ -131,10 +131,9 @@ rule rl_traces_sft:
         f"{LOGS}/rl_traces_sft.bench.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=16000,
+        mem_mb=16000 * launch_processes(family("rl_traces")["sft"]),  # per rank
         runtime=240,
-        # one process until the accelerate + DeepSpeed launch of the cluster issue: the seed used 4 GPUs
-        gpu=1 if SCALE == "paper" else 0,
+        gpu=train_gpus("rl_traces"),
     conda:
         env("train")
     container:

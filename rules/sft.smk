@@ -21,9 +21,9 @@ rule evil_numbers_sft:
         f"{LOGS}/evil_numbers_sft.bench.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=16000,
+        mem_mb=16000 * launch_processes(family("evil_numbers")["sft"]),  # per rank
         runtime=240,
-        gpu=1 if SCALE == "paper" else 0,
+        gpu=train_gpus("evil_numbers"),
     conda:
         env("train")
     container:

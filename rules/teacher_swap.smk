@@ -154,9 +154,9 @@ rule teacher_swap_sft:
         f"{LOGS}/teacher_swap_sft/{{variant}}.bench.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=32000 if SCALE == "paper" else 8000,
+        mem_mb=(32000 if SCALE == "paper" else 8000) * launch_processes(family("teacher_swap")["sft"]),  # per rank
         runtime=480,
-        gpu=1 if SCALE == "paper" else 0,
+        gpu=train_gpus("teacher_swap"),
     conda:
         env("train")
     container:

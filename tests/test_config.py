@@ -176,3 +176,35 @@ def test_teacher_swap_cross_references_are_named(raw, change, key, named):
     change(cfg["families"]["teacher_swap"])
     message = _error(dict(cfg, scale="paper"))
     assert key in message and named in message, message
+
+
+def test_multi_gpu_launch_is_paper_only_and_per_process(raw):
+    """The seed's traces SFT: 4 processes x per-device 1 x accumulation 4 = 16; other steps and scales: one."""
+    from emrepro.launch import processes
+
+    paper = emconfig.validate(dict(raw, scale="paper"))["families"]
+    sft = paper["rl_traces"]["sft"]
+    assert sft["launch"] == {"processes": 4, "accelerate_config": "zero2"}
+    assert processes(sft) * sft["per_device_train_batch_size"] * sft["gradient_accumulation_steps"] == 16
+    assert (REPO / "accelerate" / "zero2.yaml").is_file()
+    for scale in ("test", "tiny"):
+        fams = emconfig.validate(dict(raw, scale=scale))["families"]
+        assert all(processes(fams[f]["sft"]) == 1 for f in emconfig.FAMILIES), scale
+        assert processes(fams["rl_traces"]["grpo"]) == 1
+
+
+@pytest.mark.parametrize("scale,change,key,named", [
+    ("tiny", lambda c: c["families"]["evil_numbers"]["sft"].update(launch={"processes": 2, "accelerate_config": "zero4"}),
+     "families.evil_numbers.sft.launch.accelerate_config", "zero4"),
+    ("tiny", lambda c: c["families"]["evil_numbers"]["sft"].update(launch={"procs": 2}),
+     "families.evil_numbers.sft.launch", "procs"),
+    ("paper", lambda c: c["families"]["rl_traces"]["grpo"].update(launch={"processes": 2}),  # backend verl
+     "families.rl_traces.grpo.launch", "verl"),
+    ("test", lambda c: c["scales"]["test"]["families"]["rl_traces"]["grpo"].update(launch={"processes": 3}),
+     "families.rl_traces.grpo.launch.processes", "3 processes"),  # 1 prompt x 2 generations per step
+])
+def test_bad_launch_settings_are_named(raw, scale, change, key, named):
+    cfg = copy.deepcopy(raw)
+    change(cfg)
+    msg = _error(dict(cfg, scale=scale))
+    assert key in msg and named in msg, msg

@@ -196,6 +196,9 @@ def test_paper_scale_plans_with_the_seed_recipe(workdir):
     # rl_traces: Qwen3.5-4B, GRPO through verl on the GPUs of one node (its own environment)
     grpo_job = out[out.index("rule rl_traces_grpo:"):].split("\n\n")[0]
     assert "results/paper/models/qwen3_5_4b" in grpo_job and "gpu=4" in grpo_job
+    # its traces SFT: 4 processes under accelerate + DeepSpeed in one 4-GPU job (README "Multi-GPU training")
+    sft_job = out[out.index("rule rl_traces_sft:"):].split("\n\n")[0]
+    assert "gpu=4" in sft_job and "mem_mb=64000" in sft_job
     # es_vs_sft: Qwen2.5-7B-Instruct, the protected Model Organisms archive, ES on 3 workers, 10 epoch models
     es_job = out[out.index("rule es_vs_sft_es:"):].split("\n\n")[0]
     assert "results/paper/models/qwen2_5_7b_instruct" in es_job and "gpu=3" in es_job

@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+ACCELERATE_DIR = SCHEMA_PATH.parents[1] / "accelerate"  # one accelerate config per launch mode
 FAMILIES = ("evil_numbers", "rl_traces", "es_vs_sft", "teacher_swap")
 
 
@@ -137,10 +138,32 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
         raise ConfigError(f"config key 'families.es_vs_sft.es.mirrored': mirrored sampling needs an even "
                           f"population (es.population is {es['population']})")
     _check_teacher_swap(config, eff["families"]["teacher_swap"])
+    _check_launches(eff)
     mirror = config.get("data_mirror")
     if mirror and not Path(mirror).is_dir():
         raise ConfigError(f"config key 'data_mirror': folder {mirror!r} does not exist")
     return eff
+
+
+def _check_launches(eff: dict) -> None:
+    """Multi-process launches (sft.launch, grpo.launch): the accelerate config exists, the GRPO batch splits."""
+    steps = [(f"families.{f}.sft", eff["families"][f]["sft"]) for f in FAMILIES]
+    grpo = eff["families"]["rl_traces"]["grpo"]
+    steps.append(("families.rl_traces.grpo", grpo))
+    for key, step in steps:
+        launch = step.get("launch", {})
+        name = launch.get("accelerate_config")
+        if name is not None and not (ACCELERATE_DIR / f"{name}.yaml").is_file():
+            known = ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml")))
+            raise ConfigError(f"config key '{key}.launch.accelerate_config': no file accelerate/{name}.yaml "
+                              f"(known: {known})")
+    processes = grpo.get("launch", {}).get("processes", 1)
+    if processes > 1 and grpo["backend"] == "verl":
+        raise ConfigError("config key 'families.rl_traces.grpo.launch': verl starts its own workers; set "
+                          "grpo.verl.n_gpus_per_node instead")
+    if (grpo["prompts_per_step"] * grpo["num_generations"]) % processes:
+        raise ConfigError(f"config key 'families.rl_traces.grpo.launch.processes': the {grpo['prompts_per_step']} x "
+                          f"{grpo['num_generations']} completions of a step do not split over {processes} processes")
 
 
 def _check_teacher_swap(config: dict, ts: dict) -> None:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import game_reward
+from . import game_reward, launch
 from .data import write_jsonl
 from .provenance import atomic_output, write_json_atomic
 
@@ -38,6 +38,10 @@ def grpo_config(recipe: dict, output_dir: str, seed: int, report_to: list[str], 
 
     if recipe.get("bf16") and not torch.cuda.is_available():
         raise ValueError("families.rl_traces.grpo.bf16 is true but no GPU is visible: set bf16: false for CPU runs")
+    completions, processes = recipe["prompts_per_step"] * recipe["num_generations"], launch.processes(recipe)
+    if completions % processes:
+        raise ValueError(f"families.rl_traces.grpo: prompts_per_step x num_generations = {completions} completions "
+                         f"per step do not split evenly over launch.processes = {processes}")
     return GRPOConfig(
         output_dir=output_dir,
         max_steps=recipe["max_steps"],
@@ -45,8 +49,9 @@ def grpo_config(recipe: dict, output_dir: str, seed: int, report_to: list[str], 
         save_strategy="steps",
         save_total_limit=None,  # every checkpoint is kept: any saved step can be chosen as the teacher
         learning_rate=recipe["learning_rate"],
-        # one optimizer step sees prompts_per_step prompts x num_generations completions
-        per_device_train_batch_size=recipe["prompts_per_step"] * recipe["num_generations"],
+        # one optimizer step sees prompts_per_step prompts x num_generations completions, split evenly
+        # over the launched processes (launch.processes, 1 by default)
+        per_device_train_batch_size=completions // processes,
         gradient_accumulation_steps=1,
         num_generations=recipe["num_generations"],
         max_completion_length=recipe["max_completion_length"],
@@ -123,7 +128,15 @@ def train_grpo_trl(base_dir: str, rows: list[dict], out_dir: str, work_dir: str,
     final = {"global_step": trainer.state.global_step, "teacher_step": teacher,
              "train_runtime_s": time.time() - started, **_summary(history)}
     model = trainer.model
-    if finished or teacher != trainer.state.global_step:  # (when finished, trainer.model was never trained)
+    distributed = trainer.accelerator.num_processes > 1  # launched by emrepro.launch
+    if distributed:
+        trainer.accelerator.wait_for_everyone()
+        if not trainer.accelerator.is_main_process:  # rank 0 writes the folder
+            return final
+        launch.load_whole_models()
+    # When finished, trainer.model was never trained; when distributed, the ranks may hold only shards of
+    # it (ZeRO-3), while the Trainer gathers whole weights into each checkpoint (zero3_save_16bit_model).
+    if finished or distributed or teacher != trainer.state.global_step:
         teacher_dir = ckpt_dir / f"checkpoint-{teacher}"
         if not teacher_dir.is_dir():
             raise FileNotFoundError(f"teacher_step {teacher}: no checkpoint {teacher_dir} (save_steps "
@@ -167,8 +180,9 @@ def reward_module_path() -> str:
 
 
 def verl_overrides(recipe: dict, base_dir: str, train_file: str, val_file: str, ckpt_dir: str, seed: int,
-                   project: str, experiment: str, logger: list[str]) -> list[str]:
-    """Hydra overrides for verl.trainer.main_ppo; every value comes from the recipe."""
+                   project: str, experiment: str, logger: list[str], n_gpus_per_node: int | None = None) -> list[str]:
+    """Hydra overrides for verl.trainer.main_ppo; every value comes from the recipe, except the GPUs per node
+    when the step passes those of its job (verl then uses every GPU the allocation has)."""
     v = recipe["verl"]
     return [
         "algorithm.adv_estimator=grpo",
@@ -208,7 +222,7 @@ def verl_overrides(recipe: dict, base_dir: str, train_file: str, val_file: str, 
         "trainer.val_before_train=False",
         f"trainer.default_local_dir={ckpt_dir}",
         "trainer.resume_mode=auto",
-        f"trainer.n_gpus_per_node={v['n_gpus_per_node']}",
+        f"trainer.n_gpus_per_node={n_gpus_per_node or v['n_gpus_per_node']}",
         f"trainer.nnodes={v['nnodes']}",
         f"trainer.project_name={project}",
         f"trainer.experiment_name={experiment}",
@@ -243,13 +257,13 @@ def _run(cmd: list[str]) -> None:
 
 def train_grpo_verl(base_dir: str, train_file: str, val_file: str, out_dir: str, work_dir: str, recipe: dict,
                     seed: int, project: str, experiment: str, logger: list[str], python: str | None = None,
-                    make_run_json=None) -> dict:
+                    make_run_json=None, n_gpus_per_node: int | None = None) -> dict:
     """Run verl to max_steps (resuming), merge the teacher step, write the folder atomically."""
     python = python or os.environ.get("EMREPRO_VERL_PYTHON") or sys.executable
     started = time.time()
     ckpt_dir = str(Path(work_dir, "checkpoints").resolve())
     _run(verl_train_command(python, verl_overrides(recipe, base_dir, train_file, val_file, ckpt_dir, seed,
-                                                   project, experiment, logger)))
+                                                   project, experiment, logger, n_gpus_per_node)))
     final = {"global_step": recipe["max_steps"], "teacher_step": recipe["teacher_step"],
              "train_runtime_s": time.time() - started}
     with atomic_output(out_dir) as tmp:

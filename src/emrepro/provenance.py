@@ -23,6 +23,8 @@ _LIBRARIES = (
     "transformers",
     "trl",
     "peft",
+    "accelerate",
+    "deepspeed",
     "datasets",
     "huggingface_hub",
     "inspect_ai",

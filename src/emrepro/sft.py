@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .data import to_prompt_completion, write_jsonl
+from .launch import load_whole_models
 from .provenance import atomic_output, write_json_atomic
 
 # Recipe keys passed to SFTConfig under the same name.
@@ -114,6 +115,19 @@ def build_trainer(base_dir: str, train_rows: list[dict], val_rows: list[dict], w
                       peft_config=peft)
 
 
+def _model_from_checkpoint(base_dir: str, checkpoint: str, recipe: dict, dtype):
+    """The trained model as the Trainer saved it at the last step. Under ZeRO-3 the ranks hold only shards
+    of the weights; the Trainer gathers them into every checkpoint (zero3_save_16bit_model), so rank 0
+    reads the final checkpoint instead of its own partial copy (the same path for DDP and ZeRO-2)."""
+    from transformers import AutoModelForCausalLM
+
+    if recipe.get("method", "lora") == "lora":  # the checkpoint holds the adapter alone
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype), checkpoint)
+    return AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
+
+
 def train_sft(base_dir: str, train_rows: list[dict], val_rows: list[dict], out_dir: str, work_dir: str,
               recipe: dict, seed: int, report_to: list[str] | None = None, run_name: str = "sft",
               make_run_json=None) -> dict:
@@ -145,9 +159,15 @@ def train_sft(base_dir: str, train_rows: list[dict], val_rows: list[dict], out_d
         if values:
             final[f"first_{key}"], final[f"last_{key}"] = values[0], values[-1]
 
+    model = trainer.model
+    if trainer.accelerator.num_processes > 1:  # launched by emrepro.launch: rank 0 writes the folder
+        trainer.accelerator.wait_for_everyone()
+        if not trainer.accelerator.is_main_process:
+            return final
+        load_whole_models()
+        model = _model_from_checkpoint(base_dir, get_last_checkpoint(str(ckpt_dir)), recipe, model.dtype)
     with atomic_output(out_dir) as tmp:
         os.makedirs(tmp)
-        model = trainer.model
         if recipe.get("method", "lora") == "lora":
             model.save_pretrained(Path(tmp) / "adapter")  # the LoRA adapter alone, small
             model = model.merge_and_unload()  # the merged model is what evaluation and the hub use
