@@ -29,6 +29,7 @@ VARYING = re.compile("|".join([
     r"(^|/)logs/",  # step logs and benchmark tables: times, pids, progress bars
     r"run\.json$|run_key\.json$",  # provenance: wall time, timestamps, absolute paths
     r"training_log\.jsonl$|trainer_state\.json$",  # per-step timings next to the (identical) losses
+    r"figures/es_training\.png$",  # its third panel plots the seconds each ES iteration took
     r"adapter_config\.json$|/checkpoints/README\.md$",  # PEFT writes the base model's absolute path
     r"(^|/)hub/[^/]+/README\.md$",  # model cards quote wall time and digests of folders holding run.json
     r"(^|/)cache/[^/]+\.sqlite$",  # the judge cache: rows in the order the evaluation jobs happened to run
