@@ -1,7 +1,13 @@
-"""Shared fixtures: paths of the repository and the staged mirror, a micro chat model built in code, and
-all-MiniLM-L6-v2 built from its PyPI wheel."""
+"""Shared fixtures: paths of the repository and the staged mirror, the test-scale DAG run once per session
+(tests/test_workflow.py checks it, tests/test_slurm.py compares a SLURM run with it), a micro chat model built
+in code, and all-MiniLM-L6-v2 built from its PyPI wheel."""
 
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,6 +29,49 @@ def mirror():
     if not (MIRROR / "emergent-misalignment" / "SHA256SUMS").is_file():
         pytest.skip("staged mirror ../shared/data is not beside the repository")
     return MIRROR
+
+
+def copy_bundle(dest: Path) -> Path:
+    """Copy the repository's files (tracked and new, never results/ or other ignored paths) into dest."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
+
+
+def output_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by path relative to root."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@dataclass
+class DagRun:
+    result: subprocess.CompletedProcess
+    digests: dict[str, str]  # results/test/ right after the run, before any test changes it
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    """A copy of the repository in a temporary folder, where the test-scale DAG runs (once per session)."""
+    return copy_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def test_run(workdir):
+    result = run_snakemake(workdir, "--config", "scale=test")
+    return DagRun(result, output_digests(workdir / "results" / "test"))
 
 
 @pytest.fixture(scope="session")

@@ -4,42 +4,17 @@ the upstream assets through the staged mirror, a digest failure that leaves noth
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import run_snakemake as snakemake
 
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
-                            capture_output=True, text=True, timeout=1200)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A copy of the repository's files (tracked and new, never results/) in a temporary folder."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    dest = tmp_path_factory.mktemp("bundle")
-    for rel in files:
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def test_run(workdir):
-    return snakemake(workdir, "--config", "scale=test")
+# The fixtures `workdir` and `test_run` (the whole test-scale DAG, run once per session) are in conftest.py.
 
 
 def test_test_scale_produces_every_output(workdir, test_run):
