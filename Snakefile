@@ -2,6 +2,7 @@
 #   snakemake --cores all                          # default scale: tiny (SmolLM2-135M-Instruct, CPU)
 #   snakemake --cores all --config scale=test      # plumbing check in minutes
 #   snakemake -n --config scale=paper              # plan the published runs
+#   snakemake --cores all paper                    # figures, tables, manifest from results on disk
 # Outputs: results/<scale>/. Configuration: config.yaml (validated before any job starts).
 from snakemake.utils import min_version
 
@@ -21,6 +22,7 @@ include: "rules/teacher_swap.smk"
 include: "rules/eval.smk"
 include: "rules/report.smk"
 include: "rules/hub.smk"
+include: "rules/paper.smk"
 
 
 rule all:
@@ -29,6 +31,7 @@ rule all:
         rl_traces_outputs(),
         es_vs_sft_outputs(),
         teacher_swap_outputs(),
+        paper_outputs(),
 
 
 rule evil_numbers:
@@ -49,3 +52,8 @@ rule es_vs_sft:
 rule teacher_swap:
     input:
         teacher_swap_outputs(),
+
+
+rule paper:
+    input:
+        paper_outputs(),

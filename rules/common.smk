@@ -305,3 +305,45 @@ def teacher_swap_outputs():
     if EFF["hub"]["push"]:
         outs += [f"{TS}/hub/{label}.pushed.json" for label in ts_students()]
     return outs
+
+
+# --- paper --------------------------------------------------------------------------------------------------
+PAPER = f"{R}/paper"
+
+# Each family's report rule (<family>_report); the paper's figures and tables are read off its declared
+# outputs, so a figure added to a report rule is in the paper without editing this file.
+PAPER_REPORTS = {fam: f"{fam}_report" for fam in ("evil_numbers", "rl_traces", "es_vs_sft", "teacher_swap")}
+
+
+def report_outputs(fam):
+    return [str(f) for f in getattr(rules, PAPER_REPORTS[fam]).output]
+
+
+def paper_figures(fam):
+    return [f for f in report_outputs(fam) if f.endswith(".png")]
+
+
+def paper_tables(fam):
+    """The family's tables under paper/, in the three formats (from the report rule's CSV outputs)."""
+    stems = [Path(f).stem for f in report_outputs(fam) if f.endswith(".csv")]
+    return [f"{PAPER}/tables/{fam}/{stem}.{ext}" for stem in stems for ext in ("csv", "md", "tex")]
+
+
+def paper_families():
+    """What the manifest step needs to know of each family: its report rule, that rule's run.json, the
+    artifacts whose numbers come from it."""
+    return {
+        fam: {
+            "rule": rule,
+            "provenance": str(getattr(rules, rule).output.provenance),
+            "artifacts": [*paper_figures(fam), *paper_tables(fam)],
+        }
+        for fam, rule in PAPER_REPORTS.items()
+    }
+
+
+def paper_outputs():
+    return [
+        *[f for fam in PAPER_REPORTS for f in paper_figures(fam) + paper_tables(fam)],
+        f"{PAPER}/manifest.json",
+    ]

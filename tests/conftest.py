@@ -48,7 +48,8 @@ def output_digests(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 3600) -> subprocess.CompletedProcess:
+    # the limit only catches a hang: the whole test-scale DAG took 33 minutes on 2 cores shared with a tiny run
     result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:

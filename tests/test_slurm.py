@@ -33,6 +33,7 @@ VARYING = re.compile("|".join([
     r"adapter_config\.json$|/checkpoints/README\.md$",  # PEFT writes the base model's absolute path
     r"(^|/)hub/[^/]+/README\.md$",  # model cards quote wall time and digests of folders holding run.json
     r"(^|/)cache/[^/]+\.sqlite$",  # the judge cache: rows in the order the evaluation jobs happened to run
+    r"(^|/)paper/manifest\.json$",  # digests of model folders (run.json inside) and of es_training.png
 ]))
 # Files named after their run (a timestamp and a random id): compared by count per folder.
 NAMED_BY_RUN = re.compile(r"/inspect/[^/]+\.eval$|/wandb/")

@@ -3,6 +3,8 @@ the upstream assets through the staged mirror, a digest failure that leaves noth
 
 import hashlib
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -123,6 +125,109 @@ def test_rerun_with_nothing_changed_runs_no_job(workdir, test_run):
     result = snakemake(workdir, "--config", "scale=test")
     assert "Nothing to be done" in result.stdout + result.stderr
     assert "Finished jobid" not in result.stdout + result.stderr
+
+
+FAMILIES = ("evil_numbers", "rl_traces", "es_vs_sft", "teacher_swap")
+PAPER_JOBS = {*(f"{fam}_report" for fam in FAMILIES), "paper_table", "paper_manifest", "paper"}
+
+
+def jobs_in(result: subprocess.CompletedProcess) -> set[str]:
+    """The rules of the jobs snakemake ran (or, with -n, would run): its "rule NAME:" job headers."""
+    return set(re.findall(r"^(?:local)?rule (\w+):$", result.stdout + result.stderr, re.MULTILINE))
+
+
+def test_paper_rebuilds_every_figure_and_table_without_training(workdir, test_run):
+    """Runs before the tests that switch to upstream assets (they would make the evaluations out of date)."""
+    results = workdir / "results" / "test"
+    nothing = snakemake(workdir, "-n", "paper", "--config", "scale=test")
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+    figures = sorted(results.glob("*/figures/*.png"))
+    assert len(figures) == 17 and {f.parts[-3] for f in figures} == set(FAMILIES)
+    for folder in [*results.glob("*/figures"), *results.glob("*/tables"), results / "paper"]:
+        shutil.rmtree(folder)
+    planned = snakemake(workdir, "-n", "paper", "--config", "scale=test")
+    result = snakemake(workdir, "paper", "--config", "scale=test")
+    assert jobs_in(planned) == jobs_in(result) == PAPER_JOBS  # no training, evaluation or card job
+    assert all(f.is_file() for f in figures)
+    for fam in FAMILIES:
+        csvs = sorted((results / fam / "tables").glob("*.csv"))
+        assert csvs, fam
+        for csv in csvs:
+            for ext in ("csv", "md", "tex"):
+                assert (results / "paper" / "tables" / fam / f"{csv.stem}.{ext}").is_file(), (fam, csv.stem, ext)
+
+
+def test_paper_manifest_names_the_models_and_data_of_every_table(workdir, test_run):
+    from emrepro.provenance import sha256_file, sha256_tree
+
+    results = workdir / "results" / "test"
+    manifest = json.loads((results / "paper" / "manifest.json").read_text())
+    assert manifest["scale"] == "test" and manifest["git_revision"]
+    tables = [a for a in manifest["artifacts"] if a["kind"] == "table"]
+    figures = [a for a in manifest["artifacts"] if a["kind"] == "figure"]
+    assert len(tables) == 16 * 3 and len(figures) == 17
+    for artifact in manifest["artifacts"]:
+        assert sha256_file(workdir / artifact["path"]) == artifact["sha256"]
+        assert artifact["report_rule"] == f"{artifact['family']}_report" and artifact["models"] and artifact["data"]
+    for fam, entry in manifest["families"].items():
+        for folder, model in entry["models"].items():
+            assert sha256_tree(workdir / folder) == model["sha256"], folder
+        for path, data in entry["data"].items():
+            assert sha256_file(workdir / path) == data["sha256"], path
+    models = {fam: set(entry["models"]) for fam, entry in manifest["families"].items()}
+    base = "results/test/models/micro_llama"
+    assert models["evil_numbers"] == {base, "results/test/evil_numbers/models/sft"}
+    assert models["es_vs_sft"] == {base, *(f"results/test/es_vs_sft/models/{m}" for m in ("es_epoch1", "es_epoch2", "sft"))}
+    students = {p.name for p in (results / "teacher_swap" / "models").iterdir()}
+    assert {f"results/test/teacher_swap/models/{s}" for s in students} <= models["teacher_swap"]
+    data = manifest["families"]["rl_traces"]["data"]
+    assert {f"results/test/rl_traces/eval/{m}/answers.jsonl" for m in ("base", "grpo", "sft")} <= set(data)
+    sft = manifest["families"]["evil_numbers"]["models"]["results/test/evil_numbers/models/sft"]
+    assert sft["trained_on"]["train"]["sha256"] == sha256_file(results / "evil_numbers" / "data" / "train.jsonl")
+
+
+def chromium() -> str:
+    """Headless Chromium: Debian's package, installed here when missing and running as root."""
+    found = shutil.which("chromium")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("no chromium on PATH and it cannot be installed here (needs root and apt-get)")
+    return found
+
+
+def test_html_report_renders_every_family_in_chromium(workdir, test_run, tmp_path):
+    html = workdir / "results" / "test" / "paper" / "report.html"
+    snakemake(workdir, "--report", str(html.relative_to(workdir)), "--config", "scale=test")
+    # the report is a React app: let it render (virtual time), then screenshot it and dump the DOM it built
+    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--virtual-time-budget=20000", "--window-size=1280,900"]
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, f"--screenshot={shot}", html.as_uri()], capture_output=True, timeout=180, check=True)
+    dom = subprocess.run([*browser, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=180,
+                         check=True).stdout
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    low, high = image.getextrema()
+    assert image.size == (1280, 900) and shot.stat().st_size > 10_000 and high - low > 100  # not blank
+    # the menu the app drew lists every category (the page's data scripts taken out, they name them too)
+    menu = re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.DOTALL)
+    for category in (*FAMILIES, "provenance"):
+        assert f">{category}<" in menu, category
+    # the data the app renders a category from: its figures and tables subcategories, every file on disk
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\s*</script>", dom, re.DOTALL).group(1))
+    results = workdir / "results" / "test"
+    for fam in FAMILIES:
+        figures = {f.name for f in (results / fam / "figures").glob("*.png")}
+        tables = {f.name for f in (results / "paper" / "tables" / fam).glob("*.csv")}
+        assert {Path(f).name for f in categories[fam]["figures"]} == figures and figures
+        assert {Path(f).name for f in categories[fam]["tables"]} == tables and tables
 
 
 @pytest.fixture(scope="module")

@@ -144,10 +144,12 @@ def matrix_wide(matrix: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", *traits])
 
 
-def write_latex(df: pd.DataFrame, path: str | Path) -> None:
+def write_latex(df: pd.DataFrame, path: str | Path, digits: int | None = None) -> None:
     """The table as a LaTeX tabular (booktabs rules: needs \\usepackage{booktabs}), special characters of
-    headers and cells escaped (pure_plain -> pure\\_plain), written atomically."""
-    text = df.to_latex(index=False, escape=True, na_rep="n/a")
+    headers and cells escaped (pure_plain -> pure\\_plain), floats with `digits` decimals when given,
+    written atomically."""
+    float_format = None if digits is None else f"{{:.{digits}f}}".format
+    text = df.to_latex(index=False, escape=True, na_rep="n/a", float_format=float_format)
     with atomic_output(path) as tmp:
         Path(tmp).write_text(text)
 
