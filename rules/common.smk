@@ -312,7 +312,7 @@ PAPER = f"{R}/paper"
 
 # Each family's report rule (<family>_report); the paper's figures and tables are read off its declared
 # outputs, so a figure added to a report rule is in the paper without editing this file.
-PAPER_REPORTS = {fam: f"{fam}_report" for fam in ("evil_numbers", "rl_traces", "es_vs_sft", "teacher_swap")}
+PAPER_REPORTS = {fam: f"{fam}_report" for fam in emconfig.FAMILIES}
 
 
 def report_outputs(fam):

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from emrepro import data, grpo, launch
-from emrepro.provenance import run_info
 from emrepro.runtime import offline_hub, set_threads, step_log, wandb_setup
 
 with step_log(snakemake.log[0]):
@@ -27,9 +26,7 @@ with step_log(snakemake.log[0]):
                               f"GRPO ({recipe['backend']}) on ItAll144 decisions, {recipe['max_steps']} steps; "
                               f"this is the checkpoint of step {recipe['teacher_step']} (rule {snakemake.rule})"]}}
 
-    def provenance_with(final):
-        return run_info(provenance["config_subset"], provenance["inputs"], started,
-                        extra={"final_metrics": final, **provenance["extra"]})
+    provenance_with = launch.run_json_maker(provenance)
 
     if recipe["backend"] == "trl":
         offline_hub()

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from emrepro import data, launch
-from emrepro.provenance import run_info
 from emrepro.runtime import offline_hub, set_threads, step_log, wandb_setup
 from emrepro.sft import train_sft
 
@@ -33,11 +32,8 @@ with step_log(snakemake.log[0]):
         final = launch.run_step("sft", kwargs, {"train_rows": inp.train, "val_rows": val_file}, provenance,
                                 Path(snakemake.scriptdir).parent / "accelerate", snakemake.threads)
     else:
-        def make_run_json(final):
-            return run_info(provenance["config_subset"], provenance["inputs"], started,
-                            extra={"final_metrics": final, **provenance["extra"]})
-
         val_rows = data.read_jsonl(val_file) if val_file else []
-        final = train_sft(train_rows=data.read_jsonl(inp.train), val_rows=val_rows, make_run_json=make_run_json,
+        final = train_sft(train_rows=data.read_jsonl(inp.train), val_rows=val_rows,
+                          make_run_json=launch.run_json_maker(provenance),
                           **kwargs)
     print(json.dumps(final, indent=2))

@@ -47,6 +47,15 @@ def load_whole_models() -> None:
     unset_hf_deepspeed_config()
 
 
+def run_json_maker(provenance: dict):
+    """`make_run_json(final_metrics)` for the training functions, from run_info's arguments without the
+    final metrics (config_subset, inputs, started, extra), the form the step scripts pass to run_step."""
+    def make_run_json(final):
+        return run_info(provenance["config_subset"], provenance["inputs"], provenance["started"],
+                        extra={**provenance.get("extra", {}), "final_metrics": final})
+    return make_run_json
+
+
 def run_step(step: str, kwargs: dict, row_files: dict[str, str | None], provenance: dict | None,
              config_dir: str | Path, threads: int = 1) -> dict:
     """Train `step` ("sft" or "grpo") under accelerate launch; return rank 0's final metrics.
@@ -79,14 +88,7 @@ def _main(args_file: str) -> None:
 
     # the job's cores are shared by its ranks (matters on CPU; on GPU each rank needs few threads)
     set_threads(max(1, spec["threads"] // int(os.environ.get("WORLD_SIZE", "1"))))
-    make_run_json = None
-    if spec["provenance"] is not None:
-        p = spec["provenance"]
-
-        def make_run_json(final):
-            return run_info(p["config_subset"], p["inputs"], p["started"],
-                            extra={**p.get("extra", {}), "final_metrics": final})
-
+    make_run_json = run_json_maker(spec["provenance"]) if spec["provenance"] is not None else None
     if spec["step"] == "sft":
         from .sft import train_sft as train
     elif spec["step"] == "grpo":
