@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the CPU images of the step families with podman, without any container registry:
 #   usage: scripts/build_containers.sh [FAMILY ...]     (default: train eval hub; run as root)
+#   inference (vLLM on CPU, built FROM the eval image) is built only when named, after eval.
 #
 # 1. installs podman, runc and debootstrap from apt when missing;
 # 2. switches podman to runc/cgroupfs only when a container cannot start with the defaults (crun fails in
@@ -72,10 +73,13 @@ done
 # torch==2.13.0 must resolve to the local +cpu wheel, never to PyPI's CUDA build (gigabytes of nvidia-*).
 if ! grep -q '^find-links' "$pipconf"; then log "WARNING: no pip find-links: torch would come from PyPI (CUDA)"; fi
 
-base_id="$(podman image inspect --format '{{.Id}}' "$BASE")"
 for family in "${FAMILIES[@]}"; do
     file="containers/$family.Containerfile"
     tag="localhost/emrepro-$family:$VERSION"
+    # inference (vLLM CPU) stacks on the eval image, so evaluation steps find the vLLM server in it
+    from="$BASE"
+    [[ "$family" == inference ]] && from="localhost/emrepro-eval:$VERSION"
+    base_id="$(podman image inspect --format '{{.Id}}' "$from")"
     digest="$( (cat "$file" pyproject.toml README.md; echo "$base_id"; find src -type f -not -path '*/__pycache__/*' \
         | sort | xargs sha256sum) | sha256sum | cut -c1-16)"
     if [[ "$(podman image inspect --format '{{index .Labels "org.emrepro.digest"}}' "$tag" 2>/dev/null)" == "$digest" ]]; then
@@ -84,7 +88,7 @@ for family in "${FAMILIES[@]}"; do
     fi
     log "building $tag"
     SECONDS=0
-    podman build --pull=never --build-arg "BASE=$BASE" "${mounts[@]}" --label "org.emrepro.digest=$digest" \
+    podman build --pull=never --build-arg "BASE=$from" "${mounts[@]}" --label "org.emrepro.digest=$digest" \
         -f "$file" -t "$tag" . >"/var/tmp/emrepro-build-$family.log" 2>&1 \
         || { tail -n 30 "/var/tmp/emrepro-build-$family.log"; exit 1; }
     log "$tag built in ${SECONDS}s ($(podman image inspect --format '{{.Size}}' "$tag" | numfmt --to=iec))"
