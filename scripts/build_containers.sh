@@ -11,8 +11,8 @@
 # 4. builds localhost/emrepro-<family>:<version> (the names of image() in rules/common.smk) with
 #    `--pull=never`, mounting the host's pip configuration, CA bundle and local wheel folders read-only at
 #    build time, so they never end up in a layer.
-# An image whose label org.emrepro.digest equals the digest of its inputs (Containerfile, pyproject.toml,
-# README.md, src/, base image id) is kept, so a second run takes seconds.
+# An image whose label org.emrepro.digest equals the digest of its inputs (Containerfile, the files it copies,
+# base image id) is kept, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION="$(sed -n 's/^CONTAINER_VERSION = "\(.*\)"/\1/p' rules/common.smk)"
@@ -80,8 +80,10 @@ for family in "${FAMILIES[@]}"; do
     from="$BASE"
     [[ "$family" == inference ]] && from="localhost/emrepro-eval:$VERSION"
     base_id="$(podman image inspect --format '{{.Id}}' "$from")"
-    digest="$( (cat "$file" pyproject.toml README.md; echo "$base_id"; find src -type f -not -path '*/__pycache__/*' \
-        | sort | xargs sha256sum) | sha256sum | cut -c1-16)"
+    # the digest of everything the build reads: the Containerfile, its COPY sources, the base image
+    sources="$(awk '/^COPY /{for (i = 2; i < NF; i++) print $i}' "$file")"
+    digest="$( (cat "$file"; echo "$base_id"; find $sources -type f -not -path '*/__pycache__/*' | sort \
+        | xargs sha256sum) | sha256sum | cut -c1-16)"
     if [[ "$(podman image inspect --format '{{index .Labels "org.emrepro.digest"}}' "$tag" 2>/dev/null)" == "$digest" ]]; then
         log "$tag is up to date ($digest)"
         continue
